@@ -1,0 +1,255 @@
+"""`python finetune.py <name>`: registry entry -> recipes/<name>.yaml -> accelerate launch.
+
+    python finetune.py --list                               # entries, data present?, profile
+    python finetune.py sentiment_smollm2_cpu --dry-run      # render + validate, print the command
+    python finetune.py sentiment_smollm2_cpu                # train on this CPU (the demo)
+    python finetune.py sentiment_llama_3_1_8b_8bits_r8      # train on a 4xA5000 pod
+    python finetune.py --config-json ../FinLoRA/lora/finetune_configs.json sentiment_llama_3_1_8b_8bits_r8
+
+Bad input (unknown run, bad key, bad data, no CUDA for a GPU recipe) is one line on stderr and exit
+code 2, before anything is written. Otherwise the exit code is the training process's own.
+"""
+from __future__ import annotations
+
+import argparse
+import shlex
+import sys
+from pathlib import Path
+
+from lora.datacheck import check_jsonl
+from lora.fsutil import REPO_ROOT, repo_relative, write_atomic
+from lora.launch import build_command, child_environment, detect_cuda_gpus, model_available_offline, run_child
+from lora.outputs import (
+    adapter_weights, finish_record, plot_loss, read_run, start_record, training_finished, write_run,
+)
+from lora.profiles import PROFILES
+from lora.prompts import prompt_format_record
+from lora.registry import Entry, Registry, UserError, is_local_model_ref, load_registry
+from lora.render import DEFAULT_ADAPTERS_DIR, DEFAULT_RECIPES_DIR, DEFAULT_REGISTRY, plan_recipe, render
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(
+        prog="finetune.py",
+        description="Render a registry entry into an Axolotl recipe and train it with accelerate.",
+    )
+    p.add_argument("name", nargs="?", help="run name from the registry (see --list)")
+    p.add_argument("--run_name", "--run-name", dest="run_name", help=argparse.SUPPRESS)  # FinLoRA's old flag
+    p.add_argument("--config-json", "--config", dest="config_json", type=Path, default=DEFAULT_REGISTRY,
+                   help="registry file (default: finetune_configs.json); FinLoRA's files work unchanged")
+    p.add_argument("--list", action="store_true", help="list the entries and exit")
+    p.add_argument("--dry-run", action="store_true", help="render and validate; print the command; launch nothing")
+    p.add_argument("--gpus", type=int, help="GPUs to use on this machine (default: all visible)")
+    p.add_argument("--num-machines", type=int, default=1, help="machines in a multi-node run")
+    p.add_argument("--machine-rank", type=int, help="this machine's rank (0 = main) in a multi-node run")
+    p.add_argument("--main-process-ip", help="IP of the rank-0 machine in a multi-node run")
+    p.add_argument("--main-process-port", type=int, help="port on the rank-0 machine (default 29500)")
+    p.add_argument("--recipes-dir", type=Path, default=DEFAULT_RECIPES_DIR, help=argparse.SUPPRESS)
+    p.add_argument("--adapters-dir", type=Path, default=DEFAULT_ADAPTERS_DIR, help=argparse.SUPPRESS)
+    args = p.parse_args(argv)
+    if args.run_name and args.name and args.run_name != args.name:
+        p.error("give the run name once (positional or --run_name)")
+    args.name = args.name or args.run_name
+    if not args.list and not args.name:
+        p.error("a run name is required (see --list)")
+    return args
+
+
+# ---------------------------------------------------------------- list
+
+def data_status(registry: Registry, entry: Entry) -> str:
+    paths = [registry.resolve_path(entry.dataset_path)] + [registry.resolve_path(d.path) for d in entry.extra_datasets]
+    missing = [repo_relative(p) for p in paths if not p.is_file()]
+    return "yes" if not missing else "MISSING " + ", ".join(missing)
+
+
+def format_list(registry: Registry) -> str:
+    headers = ("name", "base model", "quant", "r", "variant", "profile", "prompt", "data present?")
+    rows = []
+    for name, e in registry.entries.items():
+        quant = "16-bit" if e.quant_bits == 16 else f"{e.quant_bits}-bit"
+        rows.append((name, e.base_model, quant, str(e.lora_r), e.variant, e.profile, e.prompt_format,
+                     data_status(registry, e)))
+    widths = [max(len(r[i]) for r in rows + [headers]) for i in range(len(headers))]
+    line = lambda r: "  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip()  # noqa: E731
+    out = [line(headers), line(tuple("-" * w for w in widths))] + [line(r) for r in rows]
+    out.append(f"{len(rows)} entries in {repo_relative(registry.path)}; "
+               "entries with MISSING data refuse to launch until the file is there (see data/README.md)")
+    return "\n".join(out)
+
+
+# ---------------------------------------------------------------- checks
+
+def dataset_paths(registry: Registry, entry: Entry) -> list[Path]:
+    return [registry.resolve_path(entry.dataset_path)] + [registry.resolve_path(d.path) for d in entry.extra_datasets]
+
+
+def check_datasets(registry: Registry, name: str, entry: Entry, *, allow_missing: bool) -> list[str]:
+    """Validate every dataset; return notes for missing files when allowed (dry-run), else raise."""
+    notes = []
+    for path in dataset_paths(registry, entry):
+        if not path.exists():
+            hint = (f"dataset {repo_relative(path)} of {name!r} is not in this repository; "
+                    f"put the JSONL there (FinLoRA publishes its training files under data/train/)")
+            if allow_missing:
+                notes.append(f"note: {hint}; a real launch refuses until then")
+                continue
+            raise UserError(hint)
+        check_jsonl(path)
+    return notes
+
+
+def ensure_base_model_present(registry: Registry, entry: Entry, *, convert: bool) -> list[str]:
+    if not is_local_model_ref(entry.base_model):
+        return []
+    path = Path(registry.resolve_base_model(entry))
+    if (path / "config.json").is_file():
+        return []
+    from lora.base_model import BUNDLED_MODEL_DIR, BundledModelMissing, ensure_base_model
+
+    if path == BUNDLED_MODEL_DIR.resolve():
+        if not convert:
+            return [f"note: the bundled base model is converted into {repo_relative(path)} at launch"]
+        try:
+            ensure_base_model(path)
+        except BundledModelMissing as exc:
+            raise UserError(str(exc)) from None
+        return []
+    raise UserError(f"base_model {entry.base_model!r}: no config.json in {path}; "
+                    "give a model folder or a hub id such as meta-llama/Llama-3.1-8B-Instruct")
+
+
+def validate_with_axolotl(recipe_text: str, entry: Entry) -> None:
+    """Run axolotl's own schema validation on the rendered recipe, with the profile's capabilities."""
+    import yaml
+    from axolotl.utils.config import validate_config
+    from axolotl.utils.dict import DictDefault
+
+    profile = PROFILES[entry.profile]
+    gpu = profile.accelerator == "cuda"
+    capabilities = {"bf16": profile.bf16, "n_gpu": max(1, profile.num_gpus), "fp8": False,
+                    "compute_capability": "sm_86" if gpu else None}
+    import torch
+
+    env_capabilities = {"torch_version": torch.__version__.split("+")[0]}
+    try:
+        validate_config(DictDefault(yaml.safe_load(recipe_text)), capabilities=capabilities,
+                        env_capabilities=env_capabilities)
+    except Exception as exc:  # axolotl raises ValueError / pydantic errors; one line for the user
+        first = str(exc).strip().splitlines()
+        raise UserError(f"axolotl rejects the rendered recipe: {' '.join(first[:3])}") from None
+
+
+# ---------------------------------------------------------------- launch
+
+def resolve_gpus(profile_gpus: int, requested: int | None, found: int) -> int:
+    if requested is not None:
+        if requested < 1:
+            raise UserError(f"--gpus {requested}: give at least 1")
+        if requested > found:
+            raise UserError(f"--gpus {requested}: only {found} CUDA GPU(s) found on this machine")
+        return requested
+    return found
+
+
+def check_multinode(args: argparse.Namespace) -> None:
+    if args.num_machines < 1:
+        raise UserError(f"--num-machines {args.num_machines}: give at least 1")
+    if args.num_machines > 1 or args.machine_rank is not None:
+        if args.machine_rank is None:
+            raise UserError("--num-machines > 1 needs --machine-rank (0 on the main machine)")
+        if not args.main_process_ip:
+            raise UserError("--machine-rank needs --main-process-ip (the rank-0 machine's address)")
+        if not 0 <= args.machine_rank < args.num_machines:
+            raise UserError(f"--machine-rank {args.machine_rank}: must be below --num-machines {args.num_machines}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    try:
+        return _main(args)
+    except UserError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return exc.exit_code
+
+
+def _main(args: argparse.Namespace) -> int:
+    registry = load_registry(args.config_json)
+    if args.list:
+        print(format_list(registry))
+        return 0
+    name = args.name
+    entry = registry.get(name)
+    profile = PROFILES[entry.profile]
+    check_multinode(args)
+
+    notes = check_datasets(registry, name, entry, allow_missing=args.dry_run)
+    notes += ensure_base_model_present(registry, entry, convert=not args.dry_run)
+
+    gpus = 0
+    if profile.accelerator == "cuda" and not args.dry_run:
+        found = detect_cuda_gpus()
+        if found == 0:
+            raise UserError(f"{name!r} is a GPU recipe (profile {profile.name}) and this machine has no CUDA GPU; "
+                            f"check it with --dry-run, or train a cpu entry such as sentiment_smollm2_cpu")
+        gpus = resolve_gpus(profile.num_gpus, args.gpus, found)
+    elif profile.accelerator == "cuda":
+        gpus = args.gpus or profile.num_gpus
+
+    inputs = plan_recipe(registry, name, recipes_dir=args.recipes_dir, adapters_dir=args.adapters_dir)
+    text = render(inputs)
+    if args.dry_run:
+        validate_with_axolotl(text, entry)
+    recipe_path = args.recipes_dir / f"{name}.yaml"
+    recipe_ref = repo_relative(recipe_path)
+    argv = build_command(
+        recipe_ref,
+        num_processes=gpus or 1,
+        cpu=profile.accelerator == "cpu",
+        deepspeed_config=inputs.deepspeed_config,
+        num_machines=args.num_machines,
+        machine_rank=args.machine_rank or 0,
+        main_process_ip=args.main_process_ip,
+        main_process_port=args.main_process_port,
+        mixed_precision="bf16" if profile.bf16 else "no",
+    )
+    write_atomic(recipe_path, text)
+    for note in notes:
+        print(note, file=sys.stderr)
+    if args.dry_run:
+        print(f"recipe: {recipe_ref} (validated by axolotl)")
+        print(f"command: {shlex.join(argv)}")
+        return 0
+
+    output_dir = args.adapters_dir / name
+    previous = read_run(output_dir)
+    if previous and previous.get("status") == "complete" and adapter_weights(output_dir):
+        print(f"{name}: already trained ({repo_relative(output_dir)}, finished {previous.get('ended_at')}); "
+              f"nothing to do")
+        return 0
+
+    offline = model_available_offline(entry.base_model, is_local_model_ref(entry.base_model))
+    env = child_environment(dict(__import__("os").environ), offline=offline)
+    record = start_record(
+        name=name, entry=entry.model_dump(mode="json"), recipe_path=recipe_ref, recipe_text=text,
+        prompt_format=prompt_format_record(entry.prompt_format), base_model=inputs.base_model,
+        datasets=dataset_paths(registry, entry), command=argv, profile=profile.name, resumed_from=None,
+    )
+    output_dir.mkdir(parents=True, exist_ok=True)
+    write_run(output_dir, record)
+    print(f"launching: {shlex.join(argv)}", file=sys.stderr, flush=True)
+    result = run_child(argv, env, cwd=REPO_ROOT)
+    if result.interrupted_by is not None:
+        status, code = "interrupted", result.returncode or 128 + result.interrupted_by
+    elif result.returncode == 0 and adapter_weights(output_dir) and training_finished(output_dir):
+        status, code = "complete", 0
+    else:
+        status, code = "failed", result.returncode or 1
+    write_run(output_dir, finish_record(record, status=status, exit_code=code, output_dir=output_dir))
+    plot_loss(output_dir, title=f"{name} ({entry.variant}, {profile.name})")
+    where = repo_relative(output_dir)
+    if status == "complete":
+        print(f"adapter: {where} (run.json, loss.png beside it)", file=sys.stderr)
+    else:
+        print(f"training {status} (exit code {code}); {where} is not a finished adapter", file=sys.stderr)
+    return code

@@ -1,0 +1,241 @@
+"""The registry: finetune_configs.json, a map of run name -> entry, validated by one pydantic model.
+
+    python finetune.py --list                          # every entry, validated
+    python finetune.py --config-json other.json --list # another registry (FinLoRA's files work unchanged)
+
+Entries are drop-in compatible with FinLoRA's (base_model, dataset_path, lora_r, quant_bits,
+learning_rate, num_epochs, batch_size, gradient_accumulation_steps, peft_use_dora, peft_use_rslora,
+lora_alpha); the other keys are optional. Every problem is reported as one line that names the entry,
+the key and the fix (close matches for typos), and the CLI exits 2 before anything is written.
+"""
+from __future__ import annotations
+
+import difflib
+import json
+import re
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from lora.profiles import PROFILES
+from lora.prompts import DEFAULT_PROMPT_FORMAT, PROMPT_FORMATS
+
+# The modules "all-linear" means for the Llama-style models in the catalogue (axolotl's
+# lora_target_linear picks every Linear but lm_head; listed here for the planner and --list).
+ALL_LINEAR = "all-linear"
+
+
+class UserError(Exception):
+    """Bad input from the user: printed as one line, exit code 2."""
+
+    exit_code = 2
+
+
+class ExtraDataset(BaseModel):
+    """Another JSONL mixed into the training set; weight 0.5 takes half its rows, 2 takes it twice."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    path: str
+    weight: float = Field(default=1.0, ge=0.01, le=100)
+
+    @field_validator("weight")
+    @classmethod
+    def _whole_percent(cls, v: float) -> float:
+        if abs(v * 100 - round(v * 100)) > 1e-9:
+            raise ValueError("weights are taken in steps of 0.01 (whole percent of the file)")
+        return v
+
+
+class Entry(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    # FinLoRA's keys
+    base_model: str = Field(min_length=1)
+    dataset_path: str = Field(min_length=1)
+    lora_r: int = Field(ge=1, le=1024)
+    quant_bits: Literal[4, 8, 16] = 16  # FinLoRA: absent means 16-bit
+    learning_rate: float = Field(gt=0, lt=1)
+    num_epochs: float = Field(default=1, gt=0)
+    batch_size: int = Field(default=1, ge=1)  # axolotl's micro_batch_size (per device)
+    gradient_accumulation_steps: int = Field(default=1, ge=1)
+    peft_use_dora: bool = False
+    peft_use_rslora: bool = False
+    lora_alpha: int = Field(default=16, ge=1)
+
+    # Our additions (all optional)
+    description: str | None = None
+    lora_dropout: float = Field(default=0.05, ge=0, lt=1)
+    target_modules: list[str] | Literal["all-linear"] = ALL_LINEAR
+    sequence_len: int = Field(default=4096, ge=32, le=131072)
+    max_steps: int | None = Field(default=None, ge=1)
+    val_set_size: float = Field(default=0.0, ge=0)  # < 1: a fraction of the rows; >= 1: a row count
+    seed: int = 42
+    sample_packing: bool | None = None  # None: the profile's choice; packed micro-batches count sequences, not rows
+    profile: str = "a5000x4"
+    zero_stage: Literal[1, 2, 3] | None = None  # None: the profile's default
+    prompt_format: str = DEFAULT_PROMPT_FORMAT
+    extra_datasets: list[ExtraDataset] = Field(default_factory=list)
+    lr_scheduler: Literal["cosine", "linear", "constant", "constant_with_warmup"] = "cosine"
+    warmup_ratio: float = Field(default=0.03, ge=0, le=0.5)
+    logging_steps: int = Field(default=10, ge=1)
+    trust_remote_code: bool = False
+
+    @field_validator("profile")
+    @classmethod
+    def _known_profile(cls, v: str) -> str:
+        if v not in PROFILES:
+            raise ValueError(f"unknown profile {v!r}; known: {', '.join(PROFILES)}{_did_you_mean(v, PROFILES)}")
+        return v
+
+    @field_validator("prompt_format")
+    @classmethod
+    def _known_prompt_format(cls, v: str) -> str:
+        if v not in PROMPT_FORMATS:
+            raise ValueError(
+                f"unknown prompt format {v!r}; known: {', '.join(PROMPT_FORMATS)}{_did_you_mean(v, PROMPT_FORMATS)}"
+            )
+        return v
+
+    @field_validator("target_modules")
+    @classmethod
+    def _module_names(cls, v):
+        if isinstance(v, list):
+            if not v:
+                raise ValueError('empty list; give module names such as ["q_proj", "v_proj"] or "all-linear"')
+            bad = [m for m in v if not re.fullmatch(r"[A-Za-z_][\w.]*", m)]
+            if bad:
+                raise ValueError(f"not module names: {bad}")
+        return v
+
+    @field_validator("val_set_size")
+    @classmethod
+    def _val_size(cls, v: float) -> float:
+        if v >= 1 and v != int(v):
+            raise ValueError("a row count must be whole; use a fraction below 1 or an integer")
+        return v
+
+    @model_validator(mode="after")
+    def _combinations(self) -> "Entry":
+        profile = PROFILES[self.profile]
+        stage = self.zero_stage_resolved
+        if stage is not None and profile.accelerator == "cpu":
+            raise ValueError(
+                f"zero_stage: DeepSpeed ZeRO-{stage} is for GPU profiles; remove zero_stage or use a GPU profile"
+            )
+        if self.quant_bits == 8 and stage == 3:
+            raise ValueError(
+                "zero_stage: ZeRO-3 cannot partition bitsandbytes 8-bit weights; "
+                "use zero_stage 2 or quant_bits 4 (4-bit + ZeRO-3 is supported)"
+            )
+        if self.peft_use_dora and stage == 3:
+            raise ValueError(
+                "zero_stage: DoRA's magnitude vectors need the full weights, which ZeRO-3 shards; "
+                "use zero_stage 2 or drop peft_use_dora"
+            )
+        return self
+
+    @property
+    def sample_packing_resolved(self) -> bool:
+        return self.sample_packing if self.sample_packing is not None else PROFILES[self.profile].sample_packing
+
+    @property
+    def zero_stage_resolved(self) -> int | None:
+        return self.zero_stage if self.zero_stage is not None else PROFILES[self.profile].default_zero_stage
+
+    @property
+    def variant(self) -> str:
+        """FinLoRA's adapter-folder naming: 8bits_r8, 4bits_r4, 8bits_r8_dora, fp16_r8 …"""
+        bits = "fp16" if self.quant_bits == 16 else f"{self.quant_bits}bits"
+        suffix = "_dora" if self.peft_use_dora else "_rslora" if self.peft_use_rslora else ""
+        return f"{bits}_r{self.lora_r}{suffix}"
+
+
+class Registry(BaseModel):
+    """A loaded registry: where it came from and its validated entries (insertion order kept)."""
+
+    model_config = ConfigDict(arbitrary_types_allowed=True)
+
+    path: Path
+    entries: dict[str, Entry]
+
+    @property
+    def folder(self) -> Path:
+        return self.path.parent
+
+    def get(self, name: str) -> Entry:
+        if name not in self.entries:
+            raise UserError(
+                f"unknown run {name!r}{_did_you_mean(name, self.entries)}; "
+                f"`python finetune.py --list` shows the {len(self.entries)} runs in {self.path.name}"
+            )
+        return self.entries[name]
+
+    def resolve_path(self, path: str) -> Path:
+        """Relative dataset paths are relative to the registry file's folder (as in FinLoRA)."""
+        p = Path(path).expanduser()
+        return p if p.is_absolute() else (self.folder / p).resolve()
+
+    def resolve_base_model(self, entry: Entry) -> str:
+        """A local folder (./…, ../…, /…, ~…) resolves like a dataset path; anything else is a hub id."""
+        if is_local_model_ref(entry.base_model):
+            return str(self.resolve_path(entry.base_model))
+        return entry.base_model
+
+
+def is_local_model_ref(base_model: str) -> bool:
+    return base_model.startswith(("./", "../", "/", "~"))
+
+
+def _did_you_mean(word: str, choices) -> str:
+    close = difflib.get_close_matches(word, list(choices), n=3, cutoff=0.6)
+    return f"; did you mean {' or '.join(repr(c) for c in close)}?" if close else ""
+
+
+def _describe_error(name: str, err: dict) -> str:
+    loc = ".".join(str(p) for p in err["loc"])
+    key = str(err["loc"][0]) if err["loc"] else ""
+    if err["type"] == "extra_forbidden":
+        return f"entry {name!r}: unknown key {loc!r}{_did_you_mean(key, Entry.model_fields)}"
+    if err["type"] == "missing":
+        return f"entry {name!r}: missing required key {loc!r}"
+    msg = err["msg"].removeprefix("Value error, ")
+    if not loc:  # a cross-field rule: its message starts with the key it is about
+        return f"entry {name!r}: {msg}"
+    got = err.get("input")
+    shown = f" (got {json.dumps(got)})" if not isinstance(got, (dict, list)) else ""
+    return f"entry {name!r}: key {loc!r}: {msg}{shown}"
+
+
+def parse_entry(name: str, raw) -> Entry:
+    if not isinstance(raw, dict):
+        raise UserError(f"entry {name!r}: must be a JSON object of keys, got {type(raw).__name__}")
+    try:
+        return Entry.model_validate(raw)
+    except ValidationError as exc:
+        raise UserError(_describe_error(name, exc.errors()[0])) from None
+
+
+def _no_duplicate_keys(pairs: list[tuple[str, object]]) -> dict:
+    seen: dict = {}
+    for key, value in pairs:
+        if key in seen:  # json.loads would silently keep the last one
+            raise UserError(f"duplicate key {key!r} in the registry; each run name and key must appear once")
+        seen[key] = value
+    return seen
+
+
+def load_registry(path: Path | str) -> Registry:
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"registry {path} does not exist; pass --config-json PATH")
+    text = path.read_text(encoding="utf-8")
+    try:
+        raw = json.loads(text, object_pairs_hook=_no_duplicate_keys)
+    except json.JSONDecodeError as exc:
+        raise UserError(f"{path}: not valid JSON at line {exc.lineno} column {exc.colno}: {exc.msg}") from None
+    if not isinstance(raw, dict):
+        raise UserError(f"{path}: must be a JSON object mapping run names to entries")
+    entries = {name: parse_entry(name, value) for name, value in raw.items()}
+    return Registry(path=path.resolve(), entries=entries)

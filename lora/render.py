@@ -1,0 +1,208 @@
+"""Entry -> Axolotl YAML. `plan_recipe` resolves paths and profile choices; `render` is pure text.
+
+    python finetune.py <name> --dry-run     # renders recipes/<name>.yaml and prints the launch command
+    python -m lora.render --check           # fails when a committed recipe differs from its entry
+
+Paths inside a recipe are relative to the repository root (launches run from there), so a recipe
+means the same thing on every machine; only files outside the repository are written absolute.
+"""
+from __future__ import annotations
+
+import json
+import math
+import shlex
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import jinja2
+import yaml
+
+from lora.fsutil import REPO_ROOT, repo_relative
+from lora.profiles import PROFILES, HardwareProfile
+from lora.prompts import template_for
+from lora.registry import Entry, Registry, UserError
+
+TEMPLATES_DIR = REPO_ROOT / "templates"
+RECIPE_TEMPLATE = "axolotl.yaml.j2"
+DEFAULT_REGISTRY = REPO_ROOT / "finetune_configs.json"
+DEFAULT_RECIPES_DIR = REPO_ROOT / "recipes"
+DEFAULT_ADAPTERS_DIR = REPO_ROOT / "lora_adapters"
+PREPARED_DIR = REPO_ROOT / ".cache" / "axolotl_prepared"
+
+
+def deepspeed_config_path(stage: int) -> Path:
+    return TEMPLATES_DIR / "deepspeed" / f"zero{stage}.json"
+
+
+@dataclass(frozen=True)
+class RecipeInputs:
+    """Everything the template needs, resolved; render() turns it into text and nothing else."""
+
+    name: str
+    entry: Entry
+    profile: HardwareProfile
+    registry: str  # as shown in the header
+    registry_flag: str  # " --config-json X" unless the default registry
+    base_model: str
+    datasets: tuple[dict, ...]  # {"path", "split"}
+    output_dir: str
+    prepared_path: str
+    deepspeed_config: str | None
+    zero_stage: int | None
+    optimizer: str
+    save_steps: int | None
+    saves_per_epoch: int | None
+    launch_command: str
+    lora_kernels: bool
+    prompt_template: str = field(default="")
+
+
+def dataset_splits(path: str, weight: float) -> list[dict]:
+    """A weight as axolotl dataset entries: whole copies, then a head slice for the fraction.
+
+    Axolotl concatenates its datasets (no de-duplication by default), so weight 2 is the file
+    twice and weight 0.25 is `train[:25%]`, its first quarter: exact, deterministic, and the
+    recipe does not depend on the file's row count.
+    """
+    copies, fraction = divmod(round(weight * 100), 100)
+    splits = [{"path": path, "split": "train"} for _ in range(copies)]
+    if fraction:
+        splits.append({"path": path, "split": f"train[:{fraction}%]"})
+    return splits
+
+
+def checkpointing(entry: Entry) -> dict:
+    """Checkpoint about four times per run so an interrupted run can resume."""
+    if entry.max_steps:
+        return {"save_steps": max(1, math.ceil(entry.max_steps / 4)), "saves_per_epoch": None}
+    return {"save_steps": None, "saves_per_epoch": 4}
+
+
+def launch_command_for(profile: HardwareProfile, recipe_path: str, zero_stage: int | None) -> str:
+    """The command the header documents (the launcher builds the real argv for the GPUs it finds)."""
+    from lora.launch import build_command  # local: launch imports render
+
+    argv = build_command(
+        recipe_path,
+        num_processes=profile.num_gpus or 1,
+        cpu=profile.accelerator == "cpu",
+        deepspeed_config=repo_relative(deepspeed_config_path(zero_stage)) if zero_stage else None,
+    )
+    return shlex.join(argv)
+
+
+def plan_recipe(
+    registry: Registry,
+    name: str,
+    recipes_dir: Path = DEFAULT_RECIPES_DIR,
+    adapters_dir: Path = DEFAULT_ADAPTERS_DIR,
+) -> RecipeInputs:
+    entry = registry.get(name)
+    profile = PROFILES[entry.profile]
+    base_model = registry.resolve_base_model(entry)
+    if Path(base_model).is_absolute():
+        base_model = repo_relative(base_model)
+
+    datasets: list[dict] = []
+    sources = [(entry.dataset_path, 1.0)] + [(d.path, d.weight) for d in entry.extra_datasets]
+    for raw_path, weight in sources:
+        resolved = registry.resolve_path(raw_path)
+        datasets += dataset_splits(repo_relative(resolved), weight)
+
+    stage = entry.zero_stage_resolved
+    recipe_path = repo_relative(recipes_dir / f"{name}.yaml")
+    default_registry = registry.path == DEFAULT_REGISTRY.resolve()
+    shown_registry = repo_relative(registry.path)
+    return RecipeInputs(
+        name=name,
+        entry=entry,
+        profile=profile,
+        registry=shown_registry,
+        registry_flag="" if default_registry else f" --config-json {shlex.quote(shown_registry)}",
+        base_model=base_model,
+        datasets=tuple(datasets),
+        output_dir=repo_relative(adapters_dir / name),
+        prepared_path=repo_relative(PREPARED_DIR),
+        deepspeed_config=repo_relative(deepspeed_config_path(stage)) if stage else None,
+        zero_stage=stage,
+        optimizer=profile.quantized_optimizer if entry.quant_bits < 16 else profile.optimizer,
+        **checkpointing(entry),
+        launch_command=launch_command_for(profile, recipe_path, stage),
+        # axolotl's kernels support neither DoRA nor dropout; keep them off unless both allow it
+        lora_kernels=profile.lora_kernels and not entry.peft_use_dora and entry.lora_dropout == 0,
+        prompt_template=template_for(entry.prompt_format).replace("{context}", "{instruction}"),
+    )
+
+
+def _environment() -> jinja2.Environment:
+    env = jinja2.Environment(
+        loader=jinja2.FileSystemLoader(str(TEMPLATES_DIR)),
+        undefined=jinja2.StrictUndefined,
+        keep_trailing_newline=True,
+        autoescape=False,
+    )
+    # JSON scalars are valid YAML; ensure_ascii=False keeps "<|im_start|>" readable.
+    env.filters["yaml_str"] = lambda v: json.dumps(str(v), ensure_ascii=False)
+    env.filters["yaml"] = lambda v: json.dumps(v, ensure_ascii=False)
+    return env
+
+
+def render(inputs: RecipeInputs) -> str:
+    text = _environment().get_template(RECIPE_TEMPLATE).render(**vars(inputs))
+    yaml.safe_load(text)  # a template bug must fail here, not inside axolotl on a pod
+    return text
+
+
+def check_recipes(registry_path: Path = DEFAULT_REGISTRY, recipes_dir: Path = DEFAULT_RECIPES_DIR) -> list[str]:
+    """Names whose committed recipe is missing or differs from a fresh render, plus orphan files."""
+    from lora.registry import load_registry
+
+    registry = load_registry(registry_path)
+    problems = []
+    for name in registry.entries:
+        text = render(plan_recipe(registry, name, recipes_dir=recipes_dir))
+        path = recipes_dir / f"{name}.yaml"
+        if not path.is_file():
+            problems.append(f"{name}: recipes/{name}.yaml is missing")
+        elif path.read_text(encoding="utf-8") != text:
+            problems.append(f"{name}: recipes/{name}.yaml is stale")
+    for path in sorted(recipes_dir.glob("*.yaml")):
+        if path.stem not in registry.entries:
+            problems.append(f"{path.stem}: recipes/{path.name} has no entry in {registry_path.name}")
+    return problems
+
+
+def write_all_recipes(registry_path: Path = DEFAULT_REGISTRY, recipes_dir: Path = DEFAULT_RECIPES_DIR) -> list[Path]:
+    from lora.fsutil import write_atomic
+    from lora.registry import load_registry
+
+    registry = load_registry(registry_path)
+    written = []
+    for name in registry.entries:
+        path = recipes_dir / f"{name}.yaml"
+        write_atomic(path, render(plan_recipe(registry, name, recipes_dir=recipes_dir)))
+        written.append(path)
+    return written
+
+
+def main(argv: list[str] | None = None) -> int:
+    import argparse
+
+    parser = argparse.ArgumentParser(description="Render or check every recipe of the registry.")
+    parser.add_argument("--check", action="store_true", help="report stale recipes, write nothing")
+    args = parser.parse_args(argv)
+    if args.check:
+        problems = check_recipes()
+        for p in problems:
+            print(p, file=sys.stderr)
+        if problems:
+            print("run: python -m lora.render   (re-renders every recipe)", file=sys.stderr)
+        return 1 if problems else 0
+    for path in write_all_recipes():
+        print(repo_relative(path))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,53 @@
+"""Shared test helpers: a throwaway registry beside tmp data, and the repo paths."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+FPB_TRAIN = REPO / "data" / "train" / "fpb_train.jsonl"
+BUNDLED = REPO / "models" / "base_model" / "smollm2-135m-instruct"
+
+
+def cpu_entry(**overrides) -> dict:
+    entry = {
+        "base_model": str(BUNDLED),
+        "dataset_path": str(FPB_TRAIN),
+        "lora_r": 4,
+        "learning_rate": 0.0005,
+        "batch_size": 1,
+        "max_steps": 2,
+        "sequence_len": 128,
+        "profile": "cpu",
+        "prompt_format": "chatml",
+        "logging_steps": 1,
+    }
+    entry.update(overrides)
+    return entry
+
+
+@pytest.fixture
+def workspace(tmp_path):
+    """A registry file plus recipes/ and lora_adapters/ folders, all under tmp_path."""
+
+    class Workspace:
+        root = tmp_path
+        registry = tmp_path / "configs.json"
+        recipes = tmp_path / "recipes"
+        adapters = tmp_path / "adapters"
+
+        def write(self, entries: dict | str) -> Path:
+            text = entries if isinstance(entries, str) else json.dumps(entries, indent=1)
+            self.registry.write_text(text)
+            return self.registry
+
+        def argv(self, *args: str) -> list[str]:
+            return [*args, "--config-json", str(self.registry), "--recipes-dir", str(self.recipes),
+                    "--adapters-dir", str(self.adapters)]
+
+        def written(self) -> list[Path]:
+            return sorted(p for d in (self.recipes, self.adapters) if d.exists() for p in d.rglob("*"))
+
+    return Workspace()

@@ -1,0 +1,223 @@
+"""Launch argv (subprocess patched), environment, exit codes, and real signal forwarding."""
+from __future__ import annotations
+
+import json
+import signal
+import sys
+import threading
+import os
+
+import pytest
+
+from lora import cli
+from lora.launch import ChildResult, build_command, child_environment, run_child
+from tests.conftest import REPO, cpu_entry
+
+FORMULA = str(REPO / "data" / "train" / "formula_train.jsonl")
+TAIL = ["--dynamo_backend", "no", "-m", "axolotl.cli.train"]
+
+
+def gpu_entry(**kw):
+    return cpu_entry(base_model="meta-llama/Llama-3.1-8B-Instruct", dataset_path=FORMULA, profile="a5000x4",
+                     quant_bits=8, **kw)
+
+
+@pytest.fixture
+def launched(monkeypatch):
+    """Patch GPU detection and the child process; record what would have run."""
+    calls = []
+
+    def fake_run_child(argv, env, cwd):
+        calls.append({"argv": argv, "env": env, "cwd": cwd})
+        return launched.result
+
+    launched.result = ChildResult(0, None)
+    launched.gpus = 4
+    monkeypatch.setattr(cli, "detect_cuda_gpus", lambda: launched.gpus)
+    monkeypatch.setattr(cli, "run_child", fake_run_child)
+    launched.calls = calls
+    return launched
+
+
+def test_argv_cpu():
+    assert build_command("recipes/a.yaml", num_processes=1, cpu=True) == [
+        "accelerate", "launch", "--cpu", "--num_processes", "1", "--num_machines", "1",
+        "--mixed_precision", "no", *TAIL, "recipes/a.yaml"]
+
+
+def test_argv_one_gpu():
+    assert build_command("recipes/a.yaml", num_processes=1, cpu=False, mixed_precision="bf16") == [
+        "accelerate", "launch", "--num_processes", "1", "--num_machines", "1",
+        "--mixed_precision", "bf16", *TAIL, "recipes/a.yaml"]
+
+
+def test_argv_four_gpus_plain_ddp():
+    argv = build_command("recipes/a.yaml", num_processes=4, cpu=False, mixed_precision="bf16")
+    assert argv[:7] == ["accelerate", "launch", "--num_processes", "4", "--num_machines", "1", "--multi_gpu"]
+
+
+def test_argv_four_gpus_deepspeed():
+    argv = build_command("recipes/a.yaml", num_processes=4, cpu=False, mixed_precision="bf16",
+                         deepspeed_config="templates/deepspeed/zero2.json")
+    assert argv == ["accelerate", "launch", "--num_processes", "4", "--num_machines", "1", "--use_deepspeed",
+                    "--deepspeed_config_file", "templates/deepspeed/zero2.json", "--mixed_precision", "bf16",
+                    *TAIL, "recipes/a.yaml"]
+
+
+def test_argv_multi_node_deepspeed():
+    argv = build_command("recipes/a.yaml", num_processes=4, cpu=False, num_machines=2, machine_rank=1,
+                         main_process_ip="10.0.0.1", main_process_port=29500, mixed_precision="bf16",
+                         deepspeed_config="templates/deepspeed/zero3.json")
+    assert argv == ["accelerate", "launch", "--num_processes", "8", "--num_machines", "2", "--machine_rank", "1",
+                    "--use_deepspeed", "--deepspeed_config_file", "templates/deepspeed/zero3.json",
+                    "--deepspeed_multinode_launcher", "standard", "--main_process_ip", "10.0.0.1",
+                    "--main_process_port", "29500", "--mixed_precision", "bf16", *TAIL, "recipes/a.yaml"]
+
+
+def test_cli_pod_launch_uses_all_visible_gpus_and_deepspeed(workspace, launched, capsys):
+    workspace.write({"pod": gpu_entry()})
+    code = cli.main(workspace.argv("pod"))
+    assert code == 1  # the fake child trained nothing: not presented as finished
+    (call,) = launched.calls
+    recipe = str(workspace.recipes / "pod.yaml")
+    assert call["argv"] == ["accelerate", "launch", "--num_processes", "4", "--num_machines", "1", "--use_deepspeed",
+                            "--deepspeed_config_file", "templates/deepspeed/zero2.json", "--mixed_precision", "bf16",
+                            *TAIL, recipe]
+    assert call["cwd"] == REPO
+    assert (workspace.recipes / "pod.yaml").is_file()
+    run = json.loads((workspace.adapters / "pod" / "run.json").read_text())
+    assert run["status"] == "failed" and run["command"] == call["argv"]
+
+
+def test_cli_gpus_flag_and_multinode(workspace, launched):
+    workspace.write({"pod": gpu_entry()})
+    cli.main(workspace.argv("pod", "--gpus", "2", "--num-machines", "2", "--machine-rank", "0",
+                            "--main-process-ip", "10.1.2.3", "--main-process-port", "29600"))
+    argv = launched.calls[0]["argv"]
+    assert argv[2:8] == ["--num_processes", "4", "--num_machines", "2", "--machine_rank", "0"]
+    assert argv[argv.index("--main_process_ip") + 1] == "10.1.2.3"
+    assert argv[argv.index("--main_process_port") + 1] == "29600"
+
+
+@pytest.mark.parametrize(
+    "flags, message",
+    [
+        (["--gpus", "8"], "--gpus 8: only 4 CUDA GPU(s) found"),
+        (["--machine-rank", "1", "--num-machines", "2"], "needs --main-process-ip"),
+        (["--num-machines", "2", "--main-process-ip", "1.2.3.4"], "needs --machine-rank"),
+        (["--machine-rank", "2", "--num-machines", "2", "--main-process-ip", "1.2.3.4"], "must be below --num-machines 2"),
+    ],
+)
+def test_cli_bad_launch_flags(workspace, launched, capsys, flags, message):
+    workspace.write({"pod": gpu_entry()})
+    code = cli.main(workspace.argv("pod", *flags))
+    err = capsys.readouterr().err
+    assert code == 2 and message in err and len(err.strip().splitlines()) == 1
+    assert launched.calls == [] and workspace.written() == []
+
+
+def test_cuda_recipe_on_cpu_machine_is_one_line(workspace, launched, capsys):
+    launched.gpus = 0
+    workspace.write({"pod": gpu_entry()})
+    code = cli.main(workspace.argv("pod"))
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and len(err.splitlines()) == 1
+    assert "no CUDA GPU" in err and "--dry-run" in err and "Traceback" not in err
+    assert launched.calls == [] and workspace.written() == []
+
+
+def test_cpu_launch_argv_env_and_no_secrets(workspace, launched, monkeypatch):
+    monkeypatch.setenv("HF_TOKEN", "hf_secret_value_123")
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.delenv("AXOLOTL_DO_NOT_TRACK", raising=False)
+    workspace.write({"cpu": cpu_entry()})
+    cli.main(workspace.argv("cpu"))
+    call = launched.calls[0]
+    assert call["argv"][:8] == ["accelerate", "launch", "--cpu", "--num_processes", "1", "--num_machines", "1",
+                                "--mixed_precision"]
+    env = call["env"]
+    assert env["HF_HUB_OFFLINE"] == "1" and env["HF_DATASETS_OFFLINE"] == "1" and env["AXOLOTL_DO_NOT_TRACK"] == "1"
+    assert env["PATH"].split(os.pathsep)[0] == os.path.dirname(sys.executable)
+    for path in workspace.written():
+        if path.is_file():
+            assert "hf_secret_value_123" not in path.read_text(errors="ignore"), path
+
+
+def test_hub_model_not_cached_stays_online():
+    env = child_environment({"PATH": "/usr/bin"}, offline=False)
+    assert "HF_HUB_OFFLINE" not in env and env["HF_DATASETS_OFFLINE"] == "1"
+
+
+def test_child_exit_code_passes_through_and_partial_output_is_not_finished(workspace, launched):
+    launched.result = ChildResult(3, None)
+    workspace.write({"cpu": cpu_entry()})
+    assert cli.main(workspace.argv("cpu")) == 3
+    run = json.loads((workspace.adapters / "cpu" / "run.json").read_text())
+    assert run["status"] == "failed" and run["exit_code"] == 3 and run["ended_at"]
+
+
+def test_interrupt_is_recorded_even_when_axolotl_exits_zero(workspace, launched):
+    launched.result = ChildResult(0, signal.SIGINT)
+    workspace.write({"cpu": cpu_entry()})
+    assert cli.main(workspace.argv("cpu")) == 130
+    run = json.loads((workspace.adapters / "cpu" / "run.json").read_text())
+    assert run["status"] == "interrupted"
+
+
+def test_finished_run_is_not_retrained(workspace, launched, capsys):
+    workspace.write({"cpu": cpu_entry()})
+    out = workspace.adapters / "cpu"
+    out.mkdir(parents=True)
+    (out / "adapter_model.safetensors").write_bytes(b"x")
+    (out / "run.json").write_text(json.dumps({"status": "complete", "ended_at": "2026-01-01T00:00:00+00:00"}))
+    assert cli.main(workspace.argv("cpu")) == 0
+    assert launched.calls == [] and "already trained" in capsys.readouterr().out
+
+
+def test_run_json_records_the_facts(workspace, launched):
+    workspace.write({"cpu": cpu_entry()})
+    cli.main(workspace.argv("cpu"))
+    run = json.loads((workspace.adapters / "cpu" / "run.json").read_text())
+    assert run["prompt_format"]["name"] == "chatml" and "{context}" in run["prompt_format"]["template"]
+    assert run["entry"]["lora_r"] == 4 and run["recipe"].startswith("# Generated by finetune.py")
+    assert len(run["datasets"][0]["sha256"]) == 64 and run["versions"]["axolotl"] == "0.19.0"
+    assert run["started_at"] and run["git"].keys() == {"commit", "dirty"}
+
+
+def test_dry_run_launches_nothing(workspace, launched, capsys):
+    workspace.write({"pod": gpu_entry()})
+    assert cli.main(workspace.argv("pod", "--dry-run")) == 0
+    out = capsys.readouterr().out
+    assert "command: accelerate launch --num_processes 4" in out and launched.calls == []
+    assert not workspace.adapters.exists()
+
+
+def test_list_shows_missing_data(capsys):
+    assert cli.main(["--list"]) == 0
+    out = capsys.readouterr().out
+    line = next(l for l in out.splitlines() if l.startswith("sentiment_llama_3_1_8b_8bits_r8 "))
+    assert "MISSING data/train/finlora_sentiment_train.jsonl" in line and "8bits_r8" in line
+    assert "yes" in next(l for l in out.splitlines() if l.startswith("sentiment_smollm2_cpu "))
+
+
+def test_missing_finlora_data_refuses_launch(launched, capsys):
+    assert cli.main(["sentiment_llama_3_1_8b_8bits_r8"]) == 2
+    assert "finlora_sentiment_train.jsonl" in capsys.readouterr().err and launched.calls == []
+
+
+def test_run_child_forwards_ctrl_c_to_the_child():
+    """A real child: it exits 7 on SIGINT; we send SIGINT to ourselves as a terminal would."""
+    script = ("import signal, sys, time\n"
+              "signal.signal(signal.SIGINT, lambda *a: sys.exit(7))\n"
+              "print('ready', flush=True)\n"
+              "time.sleep(30)\n")
+    timer = threading.Timer(1.5, lambda: os.kill(os.getpid(), signal.SIGINT))
+    timer.start()
+    result = run_child([sys.executable, "-c", script], dict(os.environ))
+    timer.cancel()
+    assert result.returncode == 7 and result.interrupted_by == signal.SIGINT
+
+
+def test_run_child_reports_death_by_signal_like_a_shell():
+    result = run_child([sys.executable, "-c", "import os, signal; os.kill(os.getpid(), signal.SIGKILL)"], dict(os.environ))
+    assert result.returncode == 128 + signal.SIGKILL and result.interrupted_by is None

@@ -1,0 +1,100 @@
+"""Rendering: pure, header with provenance, committed recipes up to date, accepted by axolotl."""
+from __future__ import annotations
+
+import jinja2
+import pytest
+import yaml
+
+from lora.cli import validate_with_axolotl
+from lora.registry import load_registry
+from lora.render import DEFAULT_REGISTRY, _environment, check_recipes, dataset_splits, plan_recipe, render
+from tests.conftest import REPO, cpu_entry
+
+SHIPPED = load_registry(DEFAULT_REGISTRY)
+
+
+def shipped(name: str) -> dict:
+    return yaml.safe_load(render(plan_recipe(SHIPPED, name)))
+
+
+def test_committed_recipes_are_up_to_date():
+    assert check_recipes() == [], "run: python -m lora.render"
+
+
+def test_render_is_pure_and_says_where_it_came_from():
+    a = render(plan_recipe(SHIPPED, "sentiment_smollm2_cpu"))
+    b = render(plan_recipe(SHIPPED, "sentiment_smollm2_cpu"))
+    assert a == b
+    header = [line for line in a.splitlines() if line.startswith("#")][:6]
+    assert 'entry "sentiment_smollm2_cpu"' in header[0] and "finetune_configs.json" in header[0]
+    assert any("python finetune.py sentiment_smollm2_cpu" in line for line in header)
+    assert any("accelerate launch --cpu" in line and "recipes/sentiment_smollm2_cpu.yaml" in line for line in header)
+
+
+@pytest.mark.parametrize("name", list(SHIPPED.entries))
+def test_shipped_recipe_has_no_machine_paths(name):
+    text = render(plan_recipe(SHIPPED, name))
+    assert str(REPO) not in text and "/root" not in text and "/home" not in text
+    cfg = yaml.safe_load(text)
+    assert cfg["output_dir"] == f"lora_adapters/{name}"
+    for ds in cfg["datasets"]:
+        assert ds["path"].startswith("data/")
+
+
+@pytest.mark.parametrize("name", list(SHIPPED.entries))
+def test_axolotl_accepts_every_shipped_recipe(name):
+    validate_with_axolotl(render(plan_recipe(SHIPPED, name)), SHIPPED.get(name))
+
+
+def test_cpu_profile_turns_off_cuda_only_features():
+    cfg = shipped("sentiment_smollm2_cpu")
+    assert cfg["bf16"] is False and cfg["attn_implementation"] == "sdpa"
+    assert cfg["lora_mlp_kernel"] is cfg["lora_qkv_kernel"] is cfg["lora_o_kernel"] is False
+    assert "deepspeed" not in cfg and cfg["gradient_checkpointing"] is False
+    assert cfg["lora_target_linear"] is True
+    # the answer is closed by the tokenizer's EOS, which axolotl appends and trains
+    assert cfg["train_on_inputs"] is False
+    assert cfg["datasets"][0]["type"]["format"] == "<|im_start|>user\n{instruction}<|im_end|>\n<|im_start|>assistant\n"
+
+
+def test_pod_profile_and_finlora_variants():
+    q8 = shipped("sentiment_llama_3_1_8b_8bits_r8")
+    assert q8["load_in_8bit"] is True and q8["adapter"] == "lora" and q8["bf16"] is True
+    assert q8["attn_implementation"] == "flash_attention_2" and q8["gradient_checkpointing"] is True
+    assert q8["deepspeed"] == "templates/deepspeed/zero2.json" and q8["optimizer"] == "paged_adamw_8bit"
+    assert q8["lora_target_modules"] == ["q_proj", "k_proj", "v_proj"]
+    q4 = shipped("sentiment_llama_3_1_8b_4bits_r4")
+    assert q4["load_in_4bit"] is True and q4["adapter"] == "qlora" and q4["lora_r"] == 4
+    assert shipped("ner_llama_3_1_8b_8bits_r8_dora")["peft_use_dora"] is True
+    assert shipped("ner_llama_3_1_8b_8bits_r8_rslora")["peft_use_rslora"] is True
+
+
+def test_four_bit_with_zero3_stores_quantised_weights_as_bf16(workspace):
+    workspace.write({"z3": cpu_entry(quant_bits=4, profile="a5000x4", zero_stage=3, base_model="m/m")})
+    reg = load_registry(workspace.registry)
+    cfg = yaml.safe_load(render(plan_recipe(reg, "z3", recipes_dir=workspace.recipes)))
+    assert cfg["deepspeed"] == "templates/deepspeed/zero3.json"
+    assert cfg["bnb_config_kwargs"] == {"bnb_4bit_quant_storage": "bfloat16"}
+    validate_with_axolotl(render(plan_recipe(reg, "z3")), reg.get("z3"))
+
+
+def test_extra_datasets_with_weights(workspace):
+    extra = workspace.root / "extra.jsonl"
+    extra.write_text('{"context": "c", "target": "t"}\n')
+    workspace.write({"mix": cpu_entry(extra_datasets=[{"path": "extra.jsonl", "weight": 2.25}])})
+    reg = load_registry(workspace.registry)
+    cfg = yaml.safe_load(render(plan_recipe(reg, "mix")))
+    splits = [(d["path"], d["split"]) for d in cfg["datasets"]]
+    assert splits[0] == ("data/train/fpb_train.jsonl", "train")
+    assert splits[1:] == [(str(extra), "train"), (str(extra), "train"), (str(extra), "train[:25%]")]
+
+
+@pytest.mark.parametrize("weight, expected", [(1.0, ["train"]), (0.5, ["train[:50%]"]), (3.0, ["train"] * 3),
+                                              (1.01, ["train", "train[:1%]"])])
+def test_dataset_splits(weight, expected):
+    assert [d["split"] for d in dataset_splits("x.jsonl", weight)] == expected
+
+
+def test_template_environment_is_strict():
+    with pytest.raises(jinja2.UndefinedError):
+        _environment().from_string("{{ not_defined }}").render()
