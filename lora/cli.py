@@ -151,7 +151,7 @@ def validate_with_axolotl(recipe_text: str, entry: Entry) -> None:
 
 # ---------------------------------------------------------------- launch
 
-def resolve_gpus(profile_gpus: int, requested: int | None, found: int) -> int:
+def resolve_gpus(requested: int | None, found: int) -> int:
     if requested is not None:
         if requested < 1:
             raise UserError(f"--gpus {requested}: give at least 1")
@@ -206,7 +206,7 @@ def _main(args: argparse.Namespace) -> int:
         if found == 0:
             raise UserError(f"{name!r} is a GPU recipe (profile {profile.name}) and this machine has no CUDA GPU; "
                             f"check it with --dry-run, or train a cpu entry such as sentiment_smollm2_cpu")
-        gpus = resolve_gpus(profile.num_gpus, args.gpus, found)
+        gpus = resolve_gpus(args.gpus, found)
     elif profile.accelerator == "cuda":
         gpus = args.gpus or profile.num_gpus
 

@@ -11,6 +11,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 from lora.fsutil import REPO_ROOT
@@ -101,6 +102,36 @@ def detect_cuda_gpus() -> int:
     return torch.cuda.device_count() if torch.cuda.is_available() else 0
 
 
+GROUP_GRACE_SECONDS = 180.0
+
+
+def _group_alive(pgid: int) -> bool:
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def wait_for_group(pgid: int, grace_seconds: float, poll: float = 0.2) -> None:
+    """Wait for every process of the group to exit; past the grace period, SIGTERM then SIGKILL it."""
+    deadline = time.monotonic() + grace_seconds
+    while _group_alive(pgid) and time.monotonic() < deadline:
+        time.sleep(poll)
+    for sig, wait in ((signal.SIGTERM, 10.0), (signal.SIGKILL, 5.0)):
+        if not _group_alive(pgid):
+            return
+        try:
+            os.killpg(pgid, sig)
+        except ProcessLookupError:
+            return
+        end = time.monotonic() + wait
+        while _group_alive(pgid) and time.monotonic() < end:
+            time.sleep(poll)
+
+
 class ChildResult:
     def __init__(self, returncode: int, interrupted_by: int | None):
         self.returncode = returncode
@@ -127,6 +158,9 @@ def run_child(argv: list[str], env: dict[str, str], cwd: Path = REPO_ROOT) -> Ch
     previous = {s: signal.signal(s, forward) for s in (signal.SIGINT, signal.SIGTERM)}
     try:
         returncode = proc.wait()
+        # accelerate can exit before its workers (measured: on Ctrl-C it returned while axolotl was
+        # still saving the adapter); the run is over only when the whole group is gone.
+        wait_for_group(proc.pid, grace_seconds=GROUP_GRACE_SECONDS)
     finally:
         for s, handler in previous.items():
             signal.signal(s, handler)

@@ -18,8 +18,8 @@ TAIL = ["--dynamo_backend", "no", "-m", "axolotl.cli.train"]
 
 
 def gpu_entry(**kw):
-    return cpu_entry(base_model="meta-llama/Llama-3.1-8B-Instruct", dataset_path=FORMULA, profile="a5000x4",
-                     quant_bits=8, **kw)
+    fields = dict(base_model="meta-llama/Llama-3.1-8B-Instruct", dataset_path=FORMULA, profile="a5000x4", quant_bits=8)
+    return cpu_entry(**{**fields, **kw})
 
 
 @pytest.fixture
@@ -221,3 +221,40 @@ def test_run_child_forwards_ctrl_c_to_the_child():
 def test_run_child_reports_death_by_signal_like_a_shell():
     result = run_child([sys.executable, "-c", "import os, signal; os.kill(os.getpid(), signal.SIGKILL)"], dict(os.environ))
     assert result.returncode == 128 + signal.SIGKILL and result.interrupted_by is None
+
+
+def test_run_child_waits_for_workers_that_outlive_the_launcher(tmp_path):
+    """accelerate may exit before its workers; run_child returns only when the whole group is gone."""
+    import time as _time
+
+    marker = tmp_path / "worker-done"
+    worker = tmp_path / "worker.py"
+    worker.write_text(f"import time, pathlib\ntime.sleep(2)\npathlib.Path({str(marker)!r}).write_text('x')\n")
+    launcher = f"import subprocess, sys\nsubprocess.Popen([sys.executable, {str(worker)!r}])\n"
+    t0 = _time.monotonic()
+    result = run_child([sys.executable, "-c", launcher], dict(os.environ))
+    assert result.returncode == 0 and marker.exists() and _time.monotonic() - t0 >= 1.5
+
+
+def test_zero_flag_overrides_the_entry_and_is_validated(workspace, launched, capsys):
+    workspace.write({"q8": gpu_entry(), "q4": gpu_entry(quant_bits=4)})
+    assert cli.main(workspace.argv("q8", "--zero", "3")) == 2
+    assert "ZeRO-3 cannot partition bitsandbytes 8-bit" in capsys.readouterr().err
+    cli.main(workspace.argv("q4", "--zero", "3"))
+    argv = launched.calls[-1]["argv"]
+    assert argv[argv.index("--deepspeed_config_file") + 1] == "templates/deepspeed/zero3.json"
+    assert "bnb_4bit_quant_storage: bfloat16" in (workspace.recipes / "q4.yaml").read_text()
+
+
+def test_plan_json_for_a_pod_entry(capsys):
+    assert cli.main(["formula_llama_3_1_8b_8bits_r8", "--plan", "--json"]) == 0
+    plan = json.loads(capsys.readouterr().out)
+    assert {"peak_gb_per_gpu", "steps", "hours", "cost_usd", "fits"} <= plan.keys()
+    assert 8 < plan["peak_gb_per_gpu"] < 24 and plan["fits"] is True and plan["steps"] > 0
+
+
+def test_plan_without_architecture_facts_says_what_is_missing(workspace, capsys):
+    workspace.write({"x": gpu_entry(base_model="someone/unknown-model-7b")})
+    assert cli.main(workspace.argv("x", "--plan")) == 2
+    err = capsys.readouterr().err
+    assert "someone/unknown-model-7b" in err and len(err.strip().splitlines()) == 1
