@@ -1,0 +1,231 @@
+"""The model side: load a base once, attach/detach adapters with peft, batched greedy generation.
+
+    python -m eval lora_adapters/<name> --tasks fpb --limit 20      # runs through eval/runner.py
+
+Generation: prompts tokenised one by one exactly as training tokenised them (tokenizer(prompt), default
+special tokens), left-padded into batches of similar length (sorted longest first, so padding is small
+and a too-large batch fails on the first step), greedy, stopping per row at EOS and — for
+classification/numeric tasks — at the first newline after the answer's first non-blank text.
+"""
+from __future__ import annotations
+
+import contextlib
+import time
+from dataclasses import dataclass
+
+import torch
+
+QUANT_CHOICES = (4, 8, 16)
+
+
+@dataclass
+class Loaded:
+    model: object  # transformers PreTrainedModel (wrapped by peft once an adapter is attached)
+    tokenizer: object
+    device: torch.device
+    dtype: str
+    load_seconds: float
+
+
+def load_base(path: str, quant: int | None = None) -> Loaded:
+    """Load tokenizer + model from a local folder, never the hub. quant: None = full precision on CPU
+    (fp32: CPU half-precision matmuls are slow) or the checkpoint's dtype on CUDA; 16 = bf16 (fp16 where
+    bf16 is unsupported); 4/8 = bitsandbytes, as a 4/8-bit QLoRA base is loaded for training."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    t0 = time.monotonic()
+    cuda = torch.cuda.is_available()
+    device = torch.device("cuda", 0) if cuda else torch.device("cpu")
+    kwargs: dict = {"local_files_only": True, "trust_remote_code": False}
+    if quant in (4, 8):
+        from transformers import BitsAndBytesConfig
+
+        compute = torch.bfloat16 if (not cuda or torch.cuda.is_bf16_supported()) else torch.float16
+        kwargs["quantization_config"] = (
+            BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_compute_dtype=compute)
+            if quant == 4 else BitsAndBytesConfig(load_in_8bit=True)
+        )
+        kwargs["device_map"] = {"": device.index if cuda else "cpu"}
+    elif quant == 16:
+        kwargs["dtype"] = torch.bfloat16 if (not cuda or torch.cuda.is_bf16_supported()) else torch.float16
+    else:
+        kwargs["dtype"] = "auto" if cuda else torch.float32
+    tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True, trust_remote_code=False)
+    model = AutoModelForCausalLM.from_pretrained(path, **kwargs)
+    if "device_map" not in kwargs:
+        model.to(device)
+    model.eval()
+    dtype = f"{quant}bit" if quant in (4, 8) else str(next(model.parameters()).dtype).replace("torch.", "")
+    return Loaded(model, tokenizer, device, dtype, time.monotonic() - t0)
+
+
+class AdapterHost:
+    """The base, loaded once, with adapters attached one at a time (peft load_adapter / set_adapter /
+    delete_adapter). The base row is generated with adapters disabled, so it needs no second copy."""
+
+    def __init__(self, loaded: Loaded):
+        self.loaded = loaded
+        self.peft_model = None  # created by the first attach
+
+    def attach(self, name: str, path: str) -> None:
+        from peft import PeftModel
+
+        try:
+            if self.peft_model is None:
+                self.peft_model = PeftModel.from_pretrained(self.loaded.model, path, adapter_name=name, is_trainable=False)
+            else:
+                self.peft_model.load_adapter(path, adapter_name=name, is_trainable=False)
+            self.peft_model.set_adapter(name)
+        except BaseException:
+            # A half-attached adapter (layers injected, weights not loaded) must not leak into the
+            # next row: remove whatever got registered under this name.
+            self.detach(name)
+            raise
+        self.peft_model.eval()
+
+    def detach(self, name: str) -> None:
+        pm = self.peft_model
+        if pm is not None and name in getattr(pm, "peft_config", {}):
+            with contextlib.suppress(Exception):
+                pm.delete_adapter(name)
+        elif pm is None:
+            _strip_injected(self.loaded.model, name)
+
+    def model_for(self, adapter: str | None):
+        """(model, context manager): the adapter's model, or the base with every adapter disabled."""
+        if adapter is None:
+            if self.peft_model is None:
+                return self.loaded.model, contextlib.nullcontext()
+            return self.peft_model, self.peft_model.disable_adapter()
+        return self.peft_model, contextlib.nullcontext()
+
+
+def _strip_injected(model, name: str) -> None:
+    """Undo a failed first PeftModel.from_pretrained, which injects LoRA layers into the base in place
+    before it reads the weights."""
+    with contextlib.suppress(Exception):
+        from peft.tuners.tuners_utils import BaseTunerLayer
+
+        for module in model.modules():
+            if isinstance(module, BaseTunerLayer) and name in getattr(module, "lora_A", {}):
+                module.delete_adapter(name)
+
+
+# ---------------------------------------------------------------- generation
+
+
+def batches_by_length(lengths: list[int], batch_size: int) -> list[list[int]]:
+    """Row indices grouped into batches, longest prompts first; ties keep file order (deterministic)."""
+    order = sorted(range(len(lengths)), key=lambda i: (-lengths[i], i))
+    return [order[i:i + batch_size] for i in range(0, len(order), batch_size)]
+
+
+_TOKEN_TABLES: dict[int, tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = {}
+
+
+def _token_tables(tokenizer, vocab_size: int):
+    """Per token id: contains a newline; has non-blank text before its first newline; is blank."""
+    key = id(tokenizer) * 1_000_003 + vocab_size
+    if key not in _TOKEN_TABLES:
+        n = len(tokenizer)
+        texts = tokenizer.batch_decode([[i] for i in range(n)])
+        size = max(vocab_size, n)
+        nl = torch.zeros(size, dtype=torch.bool)
+        nl_after = torch.zeros(size, dtype=torch.bool)
+        blank = torch.ones(size, dtype=torch.bool)
+        for i, s in enumerate(texts):
+            if "\n" in s:
+                nl[i] = True
+                nl_after[i] = bool(s[: s.index("\n")].strip())
+            blank[i] = not s.strip()
+        _TOKEN_TABLES[key] = (nl, nl_after, blank)
+    return _TOKEN_TABLES[key]
+
+
+class _StopAtNewline:
+    """StoppingCriteria (per row): stop when a newline follows the answer's first non-blank text.
+    Leading blank lines are allowed, since some prompts end right before a newline."""
+
+    def __init__(self, tokenizer, vocab_size: int, batch: int, device):
+        nl, nl_after, blank = _token_tables(tokenizer, vocab_size)
+        self.nl, self.nl_after, self.blank = nl.to(device), nl_after.to(device), blank.to(device)
+        self.seen = torch.zeros(batch, dtype=torch.bool, device=device)
+
+    def __call__(self, input_ids, scores, **kwargs):
+        last = input_ids[:, -1]
+        stop = self.nl_after[last] | (self.nl[last] & self.seen)
+        self.seen |= ~self.blank[last]
+        return stop
+
+
+def eos_ids(tokenizer, model) -> list[int]:
+    ids = []
+    if tokenizer.eos_token_id is not None:
+        ids.append(int(tokenizer.eos_token_id))
+    gen = getattr(getattr(model, "generation_config", None), "eos_token_id", None)
+    for i in ([gen] if isinstance(gen, int) else list(gen or [])):
+        if int(i) not in ids:
+            ids.append(int(i))
+    return ids
+
+
+def encode_prompts(tokenizer, prompts: list[str], max_prompt_tokens: int | None) -> tuple[list[list[int]], int]:
+    """Token ids per prompt, exactly as training tokenised them; prompts longer than the model's window
+    (minus the answer budget) keep their end (the question and answer cue), and are counted."""
+    encoded, truncated = [], 0
+    for p in prompts:
+        ids = list(tokenizer(p)["input_ids"])
+        if max_prompt_tokens is not None and len(ids) > max_prompt_tokens:
+            ids = ids[-max_prompt_tokens:]
+            truncated += 1
+        encoded.append(ids)
+    return encoded, truncated
+
+
+@dataclass
+class GenStats:
+    seconds: float
+    new_tokens: int
+    truncated_prompts: int
+
+
+def generate(model, tokenizer, prompts: list[str], max_new_tokens: int, stop_at_newline: bool,
+             batch_size: int, progress=None) -> tuple[list[str], GenStats]:
+    """Greedy outputs (new text only, special tokens dropped) in the order of `prompts`."""
+    from transformers import GenerationConfig, StoppingCriteriaList
+
+    t0 = time.monotonic()
+    device = next(model.parameters()).device
+    window = getattr(model.config, "max_position_embeddings", None)
+    encoded, truncated = encode_prompts(tokenizer, prompts, window - max_new_tokens if window else None)
+    stops = eos_ids(tokenizer, model)
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else stops[0]
+    config = GenerationConfig(
+        do_sample=False, num_beams=1, max_new_tokens=max_new_tokens, eos_token_id=stops, pad_token_id=pad,
+    )
+    vocab = model.get_output_embeddings().weight.shape[0] if model.get_output_embeddings() is not None else len(tokenizer)
+    outputs: list[str | None] = [None] * len(prompts)
+    new_tokens = 0
+    for batch in batches_by_length([len(e) for e in encoded], batch_size):
+        width = max(len(encoded[i]) for i in batch)
+        # Left padding: every row's last prompt token sits at the same position, where generation starts.
+        ids = torch.full((len(batch), width), pad, dtype=torch.long)
+        mask = torch.zeros((len(batch), width), dtype=torch.long)
+        for r, i in enumerate(batch):
+            ids[r, width - len(encoded[i]):] = torch.tensor(encoded[i])
+            mask[r, width - len(encoded[i]):] = 1
+        criteria = StoppingCriteriaList([_StopAtNewline(tokenizer, vocab, len(batch), device)]) if stop_at_newline else None
+        with torch.inference_mode():
+            out = model.generate(
+                input_ids=ids.to(device), attention_mask=mask.to(device), generation_config=config,
+                stopping_criteria=criteria,
+            )
+        for r, i in enumerate(batch):
+            row = out[r, width:].tolist()
+            # Rows that stopped early are filled with pad (often = EOS): cut at the first of either.
+            cut = next((k for k, t in enumerate(row) if t in stops or t == pad), len(row))
+            new_tokens += cut
+            outputs[i] = tokenizer.decode(row[:cut], skip_special_tokens=True)
+        if progress is not None:
+            progress.update(len(batch))
+    return [o or "" for o in outputs], GenStats(time.monotonic() - t0, new_tokens, truncated)

@@ -1,0 +1,73 @@
+"""Throwaway LoRA adapters on the bundled base, for tests, the benchmark and smoke runs (no training).
+
+    python -m eval.fixtures /tmp/adapters/tiny_a --seed 1            # adapter + run.json (chatml prompt)
+    python -m eval /tmp/adapters --tasks fpb --limit 20 --out /tmp/eval_smoke
+
+The LoRA B matrices are set to small seeded random values (peft initialises B to zero, which would make
+the adapter a no-op), so each adapter changes the model a little, deterministically.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from lora.fsutil import REPO_ROOT, repo_relative, write_json_atomic
+from lora.prompts import prompt_format_record
+
+
+def make_tiny_adapter(out_dir: Path | str, base_path: Path | str | None = None, seed: int = 0, r: int = 4,
+                      scale: float = 0.02, prompt_format: str | None = "chatml", status: str = "complete",
+                      name: str | None = None) -> Path:
+    """Write adapter_config.json + adapter_model.safetensors (+ run.json unless prompt_format is None)."""
+    import torch
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    if base_path is None:
+        from lora.base_model import ensure_base_model
+
+        base_path = ensure_base_model(quiet=True)
+    out_dir = Path(out_dir)
+    model = AutoModelForCausalLM.from_pretrained(str(base_path), local_files_only=True, dtype=torch.float32)
+    config = LoraConfig(r=r, lora_alpha=2 * r, target_modules=["q_proj", "v_proj"], lora_dropout=0.0,
+                        task_type="CAUSAL_LM")
+    peft_model = get_peft_model(model, config)
+    gen = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for pname, param in peft_model.named_parameters():
+            if "lora_B" in pname:
+                param.copy_(torch.randn(param.shape, generator=gen) * scale)
+    peft_model.save_pretrained(str(out_dir))
+    # run.json writes the base as the training side does: relative to the repo root when inside it.
+    base_ref = repo_relative(base_path, REPO_ROOT)
+    cfg_path = out_dir / "adapter_config.json"
+    cfg = json.loads(cfg_path.read_text())
+    cfg["base_model_name_or_path"] = base_ref
+    write_json_atomic(cfg_path, cfg)
+    if prompt_format is not None:
+        write_json_atomic(out_dir / "run.json", {
+            "schema": 1, "name": name or out_dir.name, "status": status, "base_model": base_ref,
+            "prompt_format": prompt_format_record(prompt_format), "entry": {"fixture": True, "seed": seed},
+            "recipe_path": None,
+        })
+    return out_dir
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m eval.fixtures", description=__doc__.splitlines()[0])
+    p.add_argument("out")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--r", type=int, default=4)
+    p.add_argument("--scale", type=float, default=0.02)
+    p.add_argument("--prompt-format", default="chatml", help="written into run.json; 'none': no run.json")
+    p.add_argument("--status", default="complete")
+    args = p.parse_args(argv)
+    fmt = None if args.prompt_format == "none" else args.prompt_format
+    print(make_tiny_adapter(args.out, seed=args.seed, r=args.r, scale=args.scale, prompt_format=fmt, status=args.status))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,167 @@
+"""results.json / results.csv / results.md from the evaluated rows (pure: data in, text out).
+
+    python -m eval lora_adapters/ --out eval_results/all      # writes these three files and prints results.md
+"""
+from __future__ import annotations
+
+import csv
+import datetime as dt
+import io
+import math
+
+from eval.tasks import METRICS_BY_KIND, TaskData
+
+
+def build_results(rows, datas: dict[str, TaskData], group_facts: list[dict], settings, versions: dict,
+                  seconds: float) -> dict:
+    from eval.runner import adapter_facts  # runner imports this module
+
+    tasks = {
+        name: {"kind": d.task.kind, "headline": d.task.headline, "labels": list(d.labels) if d.labels else None,
+               "data": str(d.task.data), "data_sha256": d.sha256, "n": len(d.rows),
+               "max_new_tokens": d.task.max_new_tokens}
+        for name, d in datas.items()
+    }
+    by_name = {r.name: r for r in rows}
+    out_rows = []
+    for r in rows:
+        results = {}
+        for task in datas:
+            res = r.results.get(task)
+            if res is None:
+                continue
+            res = dict(res)
+            base = by_name.get(res.get("base_row") or "")
+            headline = datas[task].task.headline
+            if base is not None and task in base.results and "metrics" in res:
+                b = base.results[task].get("metrics", {})
+                if headline in b and headline in res["metrics"]:
+                    res["delta_vs_base"] = res["metrics"][headline] - b[headline]
+            results[task] = res
+        out_rows.append({
+            "name": r.name, "kind": r.kind, "base_model": r.group.base.ref, "base_path": r.group.base.path,
+            "adapter": adapter_facts(r.adapter), "error": r.error, "results": results,
+        })
+    return {
+        "schema": 1,
+        "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        "command": settings.argv,
+        "settings": {"limit": settings.limit, "batch_size": settings.batch_size, "base_quant": settings.base_quant,
+                     "no_base": settings.no_base, "prompt_format": settings.prompt_format,
+                     "bertscore_model": settings.bertscore_model},
+        "versions": versions,
+        "tasks": tasks,
+        "groups": group_facts,
+        "rows": out_rows,
+        "timings": {"total_seconds": round(seconds, 3)},
+    }
+
+
+def _metric_names(kind: str, metrics: dict) -> list[str]:
+    names = list(METRICS_BY_KIND[kind])
+    if "bertscore_f1" in metrics:
+        names.append("bertscore_f1")
+    return names
+
+
+def to_csv(results: dict) -> str:
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerow(["row", "kind", "base_model", "task", "metric", "value", "ci_low", "ci_high", "delta_vs_base",
+                "headline", "n", "prompt_format", "error"])
+    for r in results["rows"]:
+        if r["error"]:
+            w.writerow([r["name"], r["kind"], r["base_model"], "", "", "", "", "", "", "", "", "", r["error"]])
+            continue
+        for task, res in r["results"].items():
+            info = results["tasks"][task]
+            if "error" in res:
+                w.writerow([r["name"], r["kind"], r["base_model"], task, "", "", "", "", "", "", "", "", res["error"]])
+                continue
+            m = res["metrics"]
+            for name in _metric_names(info["kind"], m):
+                if name not in m:
+                    continue
+                lo, hi = m.get("ci", {}).get(name, [None, None])
+                is_headline = name == info["headline"]
+                delta = res.get("delta_vs_base") if is_headline else None
+                w.writerow([r["name"], r["kind"], r["base_model"], task, name, _num(m[name]), _num(lo), _num(hi),
+                            _num(delta), int(is_headline), m["n"], res["prompt_format"], ""])
+    return buf.getvalue()
+
+
+def _num(x) -> str:
+    if x is None or (isinstance(x, float) and math.isnan(x)):
+        return ""
+    return f"{x:.6f}" if isinstance(x, float) else str(x)
+
+
+def _cell(res: dict | None, headline: str) -> str:
+    if res is None:
+        return "–"
+    if "error" in res:
+        return "error"
+    m = res["metrics"]
+    if headline not in m:
+        return "–"
+    text = f"{m[headline]:.3f}"
+    ci = m.get("ci", {}).get(headline)
+    if ci:
+        text += f" [{ci[0]:.3f}, {ci[1]:.3f}]"
+    if res.get("delta_vs_base") is not None:
+        text += f" Δ {res['delta_vs_base']:+.3f}"
+    return text
+
+
+def _escape(text: str) -> str:
+    return str(text).replace("|", "\\|").replace("\n", " ")
+
+
+def to_markdown(results: dict) -> str:
+    tasks = results["tasks"]
+    lines = ["# Evaluation results", ""]
+    heads = ", ".join(f"{t}: {i['headline']}" for t, i in tasks.items())
+    s = results["settings"]
+    lines.append(f"Headline metric per task ({heads}), 95% bootstrap interval in brackets, "
+                 "Δ = difference from the base row with the same prompt.")
+    lines.append(f"limit: {s['limit'] or 'all'} rows per task; base precision: "
+                 f"{s['base_quant'] or 'full'}; batch size {s['batch_size']}.")
+    lines.append("")
+    lines.append("| model | " + " | ".join(f"{t} ({i['headline']}, n={_n_used(results, t)})" for t, i in tasks.items()) + " |")
+    lines.append("|---|" + "---|" * len(tasks))
+    errors = []
+    for r in results["rows"]:
+        if r["error"]:
+            cells = ["error"] * len(tasks)
+            errors.append(f"- **{_escape(r['name'])}**: {_escape(r['error'])}")
+        else:
+            cells = [_cell(r["results"].get(t), i["headline"]) for t, i in tasks.items()]
+            for t, res in r["results"].items():
+                if "error" in res:
+                    errors.append(f"- **{_escape(r['name'])}** × {t}: {_escape(res['error'])}")
+        lines.append(f"| {_escape(r['name'])} | " + " | ".join(cells) + " |")
+    if errors:
+        lines += ["", "Errors:", *errors]
+    detail = []
+    for r in results["rows"]:
+        for t, res in r["results"].items():
+            if "metrics" not in res:
+                continue
+            m = res["metrics"]
+            shown = ", ".join(f"{k} {m[k]:.3f}" for k in _metric_names(tasks[t]["kind"], m) if k in m)
+            if "unparsed" in m:
+                shown += f", unparsed {m['unparsed']}"
+            sps = res.get("timing", {}).get("samples_per_second")
+            detail.append(f"| {_escape(r['name'])} | {t} | {res['prompt_format']} | {m['n']} | {shown} | "
+                          f"{sps if sps is not None else '–'} |")
+    if detail:
+        lines += ["", "| model | task | prompt | n | metrics | samples/s |", "|---|---|---|---|---|---|", *detail]
+    return "\n".join(lines) + "\n"
+
+
+def _n_used(results: dict, task: str) -> int:
+    for r in results["rows"]:
+        res = r["results"].get(task)
+        if res and "metrics" in res:
+            return res["metrics"]["n"]
+    return min(results["tasks"][task]["n"], results["settings"]["limit"] or results["tasks"][task]["n"])
