@@ -62,6 +62,16 @@ def finlora_style(base: str, adapters: list[Path], datas: dict, template: str, b
     return outputs, time.monotonic() - t0
 
 
+def copy_trained(source: Path, target: Path) -> Path:
+    """A trained adapter as a benchmark adapter: weights, config and the run.json naming its prompt."""
+    target.mkdir(parents=True)
+    for name in ("adapter_config.json", "adapter_model.safetensors"):
+        shutil.copy2(source / name, target / name)
+    run = source / "run.json" if (source / "run.json").is_file() else source.parent / "run.json"
+    shutil.copy2(run, target / "run.json")
+    return target
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--limit", type=int, default=200)
@@ -71,6 +81,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--finlora-max-new-tokens", type=int, default=32)
     p.add_argument("--json", help="write the measurements here")
     p.add_argument("--keep", action="store_true", help="keep the temporary adapters and eval output")
+    p.add_argument("--trained", nargs="+", type=Path,
+                   help="use these trained adapter folders (cycled to --adapters copies) instead of throwaway ones; "
+                        "a checkpoint-N folder borrows its parent's run.json")
     args = p.parse_args(argv)
 
     import torch
@@ -89,8 +102,12 @@ def main(argv: list[str] | None = None) -> int:
         d = load_task_data(t)
         datas[t.name] = type(d)(task=t, rows=d.rows[: args.limit], labels=d.labels, sha256=d.sha256)
     work = Path(tempfile.mkdtemp(prefix="eval_bench_"))
-    adapters = [make_tiny_adapter(work / "adapters" / f"bench_{i}", base, seed=i + 1, scale=0.03)
-                for i in range(args.adapters)]
+    if args.trained:
+        adapters = [copy_trained(args.trained[i % len(args.trained)], work / "adapters" / f"bench_{i}")
+                    for i in range(args.adapters)]
+    else:
+        adapters = [make_tiny_adapter(work / "adapters" / f"bench_{i}", base, seed=i + 1, scale=0.03)
+                    for i in range(args.adapters)]
     n_total = args.adapters * sum(len(d.rows) for d in datas.values())
     print(f"load average before: {os.getloadavg()}", file=sys.stderr)
     print(f"{args.adapters} adapters × {list(datas)} × {args.limit} rows = {n_total} generations per side; "

@@ -89,10 +89,3 @@ def test_dora_on_4bit_trains(workspace):
     run, cfg = assert_finished_adapter(workspace.adapters / "dora4", 3)
     assert cfg["use_dora"] is True and cfg["r"] == 8 and "load_in_4bit: true" in run["recipe"]
 
-
-def test_eight_bit_trains_past_a_checkpoint(workspace):
-    workspace.write({"q8": cpu_entry(quant_bits=8, max_steps=3)})
-    result = launch(workspace, "q8")
-    assert result.returncode == 0, result.stderr[-3000:]
-    run, _ = assert_finished_adapter(workspace.adapters / "q8", 3)
-    assert "load_in_8bit: true" in run["recipe"]
