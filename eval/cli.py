@@ -70,18 +70,11 @@ def read_predictions(path: Path) -> tuple[list[str], list[str]]:
     if not path.is_file():
         raise InputError(f"{path}: predictions file not found")
     outputs, targets = [], []
-    with open(path, encoding="utf-8") as f:
-        for lineno, line in enumerate(f, start=1):
-            if not line.strip():
-                continue
-            try:
-                obj = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise InputError(f"{path}:{lineno}: not valid JSON ({exc.msg})") from None
-            if not (isinstance(obj, dict) and isinstance(obj.get("output"), str) and isinstance(obj.get("target"), str)):
-                raise InputError(f'{path}:{lineno}: expected {{"output": str, "target": str}}')
-            outputs.append(obj["output"])
-            targets.append(obj["target"])
+    from eval.tasks import read_jsonl_rows
+
+    for _, obj in read_jsonl_rows(path, ("output", "target")):
+        outputs.append(obj["output"])
+        targets.append(obj["target"])
     if not outputs:
         raise InputError(f"{path}: no predictions")
     return outputs, targets

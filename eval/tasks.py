@@ -109,34 +109,41 @@ class TaskData:
     sha256: str
 
 
-def load_task_data(task: Task) -> TaskData:
-    """Read and validate every line (so a malformed line stops the run before any model loads)."""
-    if not task.data.is_file():
-        raise InputError(f"task {task.name}: data file {task.data} not found")
-    rows: list[dict] = []
-    with open(task.data, encoding="utf-8") as f:
+def read_jsonl_rows(path: Path, keys: tuple[str, ...]):
+    """Yield (line number, object) for each non-blank line; InputError names file and line otherwise."""
+    with open(path, encoding="utf-8") as f:
         for lineno, line in enumerate(f, start=1):
             if not line.strip():
                 continue
             try:
                 obj = json.loads(line)
             except json.JSONDecodeError as exc:
-                raise InputError(f"{task.data}:{lineno}: not valid JSON ({exc.msg})") from None
-            if not (isinstance(obj, dict) and isinstance(obj.get("context"), str) and isinstance(obj.get("target"), str)):
-                raise InputError(f'{task.data}:{lineno}: expected {{"context": str, "target": str}}')
-            target = obj["target"].strip()
-            if task.kind == "classification":
-                target = target.lower()
-                if task.labels is not None and target not in task.labels:
-                    raise InputError(
-                        f"{task.data}:{lineno}: target {obj['target']!r} is not one of the labels {', '.join(task.labels)}"
-                    )
-            elif task.kind == "numeric":
-                from eval.metrics import parse_target_number
+                raise InputError(f"{path}:{lineno}: not valid JSON ({exc.msg})") from None
+            if not (isinstance(obj, dict) and all(isinstance(obj.get(k), str) for k in keys)):
+                shape = ", ".join(f'"{k}": str' for k in keys)
+                raise InputError(f"{path}:{lineno}: expected {{{shape}}}")
+            yield lineno, obj
 
-                if parse_target_number(target) is None:
-                    raise InputError(f"{task.data}:{lineno}: numeric target {obj['target']!r} is not a number")
-            rows.append({"id": lineno - 1, "context": obj["context"], "target": target})
+
+def load_task_data(task: Task) -> TaskData:
+    """Read and validate every line (so a malformed line stops the run before any model loads)."""
+    if not task.data.is_file():
+        raise InputError(f"task {task.name}: data file {task.data} not found")
+    rows: list[dict] = []
+    for lineno, obj in read_jsonl_rows(task.data, ("context", "target")):
+        target = obj["target"].strip()
+        if task.kind == "classification":
+            target = target.lower()
+            if task.labels is not None and target not in task.labels:
+                raise InputError(
+                    f"{task.data}:{lineno}: target {obj['target']!r} is not one of the labels {', '.join(task.labels)}"
+                )
+        elif task.kind == "numeric":
+            from eval.metrics import parse_target_number
+
+            if parse_target_number(target) is None:
+                raise InputError(f"{task.data}:{lineno}: numeric target {obj['target']!r} is not a number")
+        rows.append({"id": lineno - 1, "context": obj["context"], "target": target})
     if not rows:
         raise InputError(f"task {task.name}: data file {task.data} has no rows")
     labels = task.labels
