@@ -57,7 +57,7 @@ def finlora_style(base: str, adapters: list[Path], datas: dict, template: str, b
                 with torch.inference_mode():
                     gen = model.generate(**batch, generation_config=config)
                 outs += tokenizer.batch_decode(gen[:, batch["input_ids"].shape[1]:], skip_special_tokens=True)
-            outputs[(adapter.name, task)] = outs
+            outputs[(adapter.name, task)] = outs  # keyed by folder name, as the eval rows are below
             del model
     return outputs, time.monotonic() - t0
 
@@ -89,6 +89,7 @@ def main(argv: list[str] | None = None) -> int:
     import torch
 
     from eval.cli import main as eval_main
+    from eval.discovery import discover
     from eval.fixtures import make_tiny_adapter
     from eval.metrics import score_task
     from eval.tasks import load_registry, load_task_data, select_tasks
@@ -121,10 +122,11 @@ def main(argv: list[str] | None = None) -> int:
         print(f"eval exited {code}", file=sys.stderr)
         return 1
     results = json.loads((work / "eval_out" / "results.json").read_text())
+    folder_of = {a.name: a.path.name for a in discover([work / "adapters"])}  # row name -> adapter folder
     ours_out = {}
     for r in results["rows"]:
         for task, res in r["results"].items():
-            ours_out[(r["name"], task)] = [json.loads(x)["output"] for x in
+            ours_out[(folder_of[r["name"]], task)] = [json.loads(x)["output"] for x in
                                           (work / "eval_out" / res["predictions"]).read_text().splitlines()]
 
     theirs_out, theirs_s = finlora_style(base, adapters, datas, PROMPT_FORMATS["chatml"], args.batch_size,

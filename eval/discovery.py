@@ -30,6 +30,7 @@ class Adapter:
     template: str | None = None
     error: str | None = None  # set: this row is reported, not evaluated
     config: dict = field(default_factory=dict)
+    folder_name: str = ""  # the folder under the argument it was found in; the name when run.json names clash
 
     @property
     def slug(self) -> str:
@@ -95,7 +96,7 @@ def read_adapter(folder: Path, root: Path) -> Adapter:
     """Everything the run needs to know about one adapter; problems become adapter.error (one row)."""
     default_name = folder.name if folder == root else folder.relative_to(root).as_posix()
     config, err = _read_json(folder / ADAPTER_CONFIG)
-    adapter = Adapter(name=default_name, path=folder, base_ref=None, config=config or {})
+    adapter = Adapter(name=default_name, path=folder, base_ref=None, config=config or {}, folder_name=default_name)
     if err:
         adapter.error = err
         return adapter
@@ -144,18 +145,23 @@ def check_weights(folder: Path) -> str | None:
 
 
 def unique_names(adapters: list[Adapter]) -> None:
-    """Row names and their file slugs must be unique (and 'base' is the base row): a clash gets the
-    repo-relative path instead of the short name."""
-    taken: dict[str, int] = {}
-    for a in adapters:
-        taken[a.slug] = taken.get(a.slug, 0) + 1
-    for a in adapters:
-        if taken[a.slug] > 1 or a.name == "base" or a.name.startswith(("base ", "base[", "base:", "base(")):
-            a.name = repo_relative(a.path)
+    """Row names and their file slugs must be unique (and 'base' is the base row). Clashing names (two
+    runs whose run.json say the same name, e.g. copies of one adapter) fall back to the folder name under
+    the argument, then to the repo-relative path, then get numbered."""
+    def is_base(name: str) -> bool:
+        return name == "base" or name.startswith(("base ", "base[", "base:", "base("))
+
+    for fallback in (lambda a: a.folder_name or a.name, lambda a: repo_relative(a.path)):
+        taken: dict[str, int] = {}
+        for a in adapters:
+            taken[a.slug] = taken.get(a.slug, 0) + 1
+        for a in adapters:
+            if taken[a.slug] > 1 or is_base(a.name):
+                a.name = fallback(a)
     seen: set[str] = set()
     for a in adapters:
         slug, i = a.slug, 2
-        while slug in seen:  # still clashing after the path (e.g. "a b" vs "a_b"): number them
+        while slug in seen or is_base(a.name):  # still clashing after the path (e.g. "a b" vs "a_b"): number them
             a.name = f"{a.name}#{i}"
             slug, i = a.slug, i + 1
         seen.add(slug)

@@ -49,6 +49,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--fresh", action="store_true", help="start over: move the old output folder aside (never deleted)")
     p.add_argument("--zero", type=int, choices=(1, 2, 3), help="DeepSpeed ZeRO stage (overrides the entry)")
     p.add_argument("--gpus", type=int, help="GPUs to use on this machine (default: all visible)")
+    p.add_argument("--cpu-processes", type=int, default=1,
+                   help="cpu entries: training processes on this machine (torchrun, gloo; default 1)")
     p.add_argument("--num-machines", type=int, default=1, help="machines in a multi-node run")
     p.add_argument("--machine-rank", type=int, help="this machine's rank (0 = main) in a multi-node run")
     p.add_argument("--main-process-ip", help="IP of the rank-0 machine in a multi-node run")
@@ -161,6 +163,28 @@ def resolve_gpus(requested: int | None, found: int) -> int:
     return found
 
 
+def check_cpu_processes(args: argparse.Namespace, accelerator: str) -> None:
+    if args.cpu_processes < 1:
+        raise UserError(f"--cpu-processes {args.cpu_processes}: give at least 1")
+    if accelerator == "cpu":
+        if args.gpus is not None:
+            raise UserError("--gpus is for GPU profiles; a cpu entry takes --cpu-processes N")
+        if args.num_machines > 1:
+            raise UserError("--num-machines: multi-node runs are for GPU profiles; a cpu entry runs on one machine")
+        cores = os.cpu_count() or 1
+        if args.cpu_processes > cores:
+            raise UserError(f"--cpu-processes {args.cpu_processes}: this machine has {cores} CPU core(s)")
+    elif args.cpu_processes != 1:
+        raise UserError(f"--cpu-processes is for cpu entries; {args.name!r} is a GPU recipe: use --gpus N")
+
+
+def check_cpu_zero(entry: Entry, cpu_processes: int) -> None:
+    stage = entry.zero_stage_resolved
+    if PROFILES[entry.profile].accelerator == "cpu" and stage is not None and cpu_processes < 2:
+        raise UserError(f"zero_stage {stage} on a cpu entry shards across processes: add --cpu-processes 2 "
+                        "(or more), or remove zero_stage / --zero")
+
+
 def check_multinode(args: argparse.Namespace) -> None:
     if args.num_machines < 1:
         raise UserError(f"--num-machines {args.num_machines}: give at least 1")
@@ -193,7 +217,9 @@ def _main(args: argparse.Namespace) -> int:
         entry = parse_entry(name, {**entry.model_dump(exclude_unset=True), "zero_stage": args.zero})
         registry.entries[name] = entry
     profile = PROFILES[entry.profile]
+    check_cpu_processes(args, profile.accelerator)
     check_multinode(args)
+    check_cpu_zero(entry, args.cpu_processes)
     if args.plan:
         return print_plan(registry, entry, args)
 
@@ -209,6 +235,8 @@ def _main(args: argparse.Namespace) -> int:
         gpus = resolve_gpus(args.gpus, found)
     elif profile.accelerator == "cuda":
         gpus = args.gpus or profile.num_gpus
+    else:
+        gpus = args.cpu_processes  # workers, one per process: the planner and argv count them like GPUs
 
     inputs = plan_recipe(registry, name, recipes_dir=args.recipes_dir, adapters_dir=args.adapters_dir)
     text = render(inputs)
@@ -270,7 +298,10 @@ def _main(args: argparse.Namespace) -> int:
 def launch(name, entry, registry, inputs, text, recipe_ref, argv, output_dir, resume) -> int:
     profile = PROFILES[entry.profile]
     offline = model_available_offline(entry.base_model, is_local_model_ref(entry.base_model))
-    env = child_environment(dict(os.environ), offline=offline)
+    # ACCELERATE_USE_CPU makes the Trainer drop DeepSpeed; CPU ranks under DeepSpeed get their
+    # backend from lora.axolotl_cpu_ranks instead
+    env = child_environment(dict(os.environ), offline=offline,
+                            cpu=profile.accelerator == "cpu" and not inputs.deepspeed_config)
     record = start_record(
         name=name, entry=entry.model_dump(mode="json"), recipe_path=recipe_ref, recipe_text=text,
         prompt_format=prompt_format_record(entry.prompt_format), base_model=inputs.base_model,
@@ -339,7 +370,8 @@ def print_plan(registry: Registry, entry: Entry, args: argparse.Namespace) -> in
 
     profile = PROFILES[entry.profile]
     try:
-        plan = build_plan(registry, entry, args.gpus or max(1, profile.num_gpus), args.num_machines,
+        workers = args.cpu_processes if profile.accelerator == "cpu" else args.gpus or max(1, profile.num_gpus)
+        plan = build_plan(registry, entry, workers, args.num_machines,
                           args.usd_per_gpu_hour)
     except MissingFacts as exc:
         raise UserError(str(exc)) from None

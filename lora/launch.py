@@ -37,8 +37,15 @@ def build_command(
 ) -> list[str]:
     """accelerate launch [flags] -m axolotl.cli.train <recipe> — an argv list, never a shell string.
 
-    num_processes is per machine (GPUs on this machine); accelerate wants the total.
+    num_processes is per machine (GPUs on this machine); accelerate wants the total. On the CPU,
+    num_processes > 1 goes through torchrun instead: accelerate's multi-CPU path is mpirun with a
+    hostfile, and `accelerate launch --cpu --num_processes 2` silently starts one process.
     """
+    if cpu and num_processes > 1:
+        if num_machines > 1:
+            raise ValueError("multi-process CPU runs are single-machine")
+        return ["torchrun", "--standalone", "--nproc_per_node", str(num_processes),
+                "-m", "lora.axolotl_cpu_ranks", recipe_path, *extra_axolotl_args]
     argv = ["accelerate", "launch"]
     if cpu:
         argv += ["--cpu", "--num_processes", "1", "--num_machines", "1"]
@@ -64,13 +71,19 @@ def build_command(
     return argv
 
 
-def child_environment(base: dict[str, str], *, offline: bool, python_bin: str = sys.executable) -> dict[str, str]:
+def child_environment(base: dict[str, str], *, offline: bool, cpu: bool = False,
+                      python_bin: str = sys.executable) -> dict[str, str]:
     """The child's environment: telemetry off unless the user set it; offline when nothing is fetched.
 
     Datasets are always local files, so HF_DATASETS_OFFLINE is always safe; the hub is switched
     off when the base model is a local folder or already in the cache.
     """
     env = dict(base)
+    if cpu:
+        # What `accelerate launch --cpu` sets for its child. Under torchrun it is what makes the
+        # Trainer's accelerate state MULTI_CPU (gloo, sharded batches, rank-0-only saving); without
+        # it every rank believes it is a lone process zero, trains on the same batches and saves.
+        env["ACCELERATE_USE_CPU"] = "true"
     env.setdefault("AXOLOTL_DO_NOT_TRACK", "1")
     env.setdefault("DO_NOT_TRACK", "1")
     env.setdefault("HF_DATASETS_OFFLINE", "1")

@@ -83,10 +83,11 @@ def launch_command_for(profile: HardwareProfile, recipe_path: str, zero_stage: i
     """The command the header documents (the launcher builds the real argv for the GPUs it finds)."""
     from lora.launch import build_command  # local: launch imports render
 
+    cpu = profile.accelerator == "cpu"
     argv = build_command(
         recipe_path,
-        num_processes=profile.num_gpus or 1,
-        cpu=profile.accelerator == "cpu",
+        num_processes=profile.num_gpus or (2 if cpu and zero_stage else 1),  # ZeRO shards across >= 2 ranks
+        cpu=cpu,
         deepspeed_config=repo_relative(deepspeed_config_path(zero_stage)) if zero_stage else None,
     )
     return shlex.join(argv)

@@ -82,7 +82,17 @@ def test_duplicate_names_get_paths(tmp_path):
     fake_adapter(tmp_path / "a" / "x", run=run_json("same"))
     fake_adapter(tmp_path / "b" / "x", run=run_json("same"))
     names = [a.name for a in discover([tmp_path])]
-    assert len(set(names)) == 2 and all("x" in n for n in names)
+    assert names == ["a/x", "b/x"]  # the folders under the argument, not absolute paths
+
+
+def test_copies_of_one_run_are_named_by_folder(tmp_path):
+    # Four copies of one trained adapter (same run.json name) stay four rows, named by their folders.
+    for i in range(3):
+        fake_adapter(tmp_path / f"copy_{i}", run=run_json("sentiment"))
+    fake_adapter(tmp_path / "other", run=run_json("base"))  # "base" is the base row's name
+    names = [a.name for a in discover([tmp_path])]
+    assert names == ["copy_0", "copy_1", "copy_2", "other"]
+    assert len({a.slug for a in discover([tmp_path])}) == 4
 
 
 def test_prompt_precedence(tmp_path):

@@ -116,6 +116,89 @@ def test_cli_bad_launch_flags(workspace, launched, capsys, flags, message):
     assert launched.calls == [] and workspace.written() == []
 
 
+def test_argv_cpu_processes_goes_through_torchrun():
+    # accelerate's multi-CPU path is mpirun; torchrun starts the ranks and gloo connects them.
+    assert build_command("recipes/a.yaml", num_processes=2, cpu=True, extra_axolotl_args=("--save_steps", "3")) == [
+        "torchrun", "--standalone", "--nproc_per_node", "2", "-m", "lora.axolotl_cpu_ranks", "recipes/a.yaml",
+        "--save_steps", "3"]
+
+
+def test_cli_cpu_processes(workspace, launched, monkeypatch):
+    monkeypatch.setattr(cli.os, "cpu_count", lambda: 2)
+    workspace.write({"cpu": cpu_entry()})
+    cli.main(workspace.argv("cpu", "--cpu-processes", "2"))
+    argv = launched.calls[0]["argv"]
+    assert argv[:6] == ["torchrun", "--standalone", "--nproc_per_node", "2", "-m", "lora.axolotl_cpu_ranks"]
+    assert argv[6] == str(workspace.recipes / "cpu.yaml")
+
+
+@pytest.mark.parametrize(
+    "flags, message",
+    [
+        (["--cpu-processes", "3"], "--cpu-processes 3: this machine has 2 CPU core(s)"),
+        (["--cpu-processes", "0"], "--cpu-processes 0: give at least 1"),
+        (["--gpus", "2"], "--gpus is for GPU profiles; a cpu entry takes --cpu-processes N"),
+        (["--num-machines", "2", "--machine-rank", "0", "--main-process-ip", "1.2.3.4"],
+         "multi-node runs are for GPU profiles"),
+    ],
+)
+def test_cli_bad_cpu_flags(workspace, launched, capsys, monkeypatch, flags, message):
+    monkeypatch.setattr(cli.os, "cpu_count", lambda: 2)
+    workspace.write({"cpu": cpu_entry()})
+    code = cli.main(workspace.argv("cpu", *flags))
+    err = capsys.readouterr().err
+    assert code == 2 and message in err and len(err.strip().splitlines()) == 1
+    assert launched.calls == [] and workspace.written() == []
+
+
+def test_cli_cpu_zero_needs_two_processes_and_keeps_deepspeed(workspace, launched, monkeypatch, capsys):
+    monkeypatch.setattr(cli.os, "cpu_count", lambda: 2)
+    monkeypatch.delenv("ACCELERATE_USE_CPU", raising=False)
+    workspace.write({"cpu": cpu_entry(zero_stage=2)})
+    assert cli.main(workspace.argv("cpu")) == 2
+    assert "add --cpu-processes 2" in capsys.readouterr().err and launched.calls == []
+    cli.main(workspace.argv("cpu", "--cpu-processes", "2"))
+    call = launched.calls[0]
+    assert call["argv"][:4] == ["torchrun", "--standalone", "--nproc_per_node", "2"]
+    assert 'deepspeed: "templates/deepspeed/zero2.json"' in (workspace.recipes / "cpu.yaml").read_text()
+    assert "ACCELERATE_USE_CPU" not in call["env"]  # it would make the Trainer drop DeepSpeed
+    launched.calls.clear()
+    workspace.write({"cpu": cpu_entry()})
+    cli.main(workspace.argv("cpu", "--cpu-processes", "2", "--fresh"))
+    assert launched.calls[0]["env"]["ACCELERATE_USE_CPU"] == "true"  # plain DDP: MULTI_CPU via accelerate
+
+
+def test_cpu_processes_on_a_gpu_entry_is_refused(workspace, launched, capsys):
+    workspace.write({"pod": gpu_entry()})
+    assert cli.main(workspace.argv("pod", "--cpu-processes", "2")) == 2
+    assert "--cpu-processes is for cpu entries" in capsys.readouterr().err and launched.calls == []
+
+
+def test_cpu_rank_device_map():
+    from axolotl.utils.dict import DictDefault
+
+    from lora.axolotl_cpu_ranks import cpu_device_map
+
+    two_cpu_ranks = DictDefault(world_size=2, device="cpu", device_map={"": 1})  # what axolotl 0.19 sets
+    cpu_device_map(two_cpu_ranks)
+    assert two_cpu_ranks.device_map == "cpu"
+    one_rank, gpu_ranks = DictDefault(world_size=1, device="cpu", device_map="auto"), \
+        DictDefault(world_size=2, device="cuda:1", device_map={"": 1})
+    cpu_device_map(one_rank), cpu_device_map(gpu_ranks)
+    assert one_rank.device_map == "auto" and gpu_ranks.device_map == {"": 1}
+
+
+def test_cpu_rank_backend():
+    from accelerate.utils import DistributedType
+
+    from lora.axolotl_cpu_ranks import cpu_backend
+
+    none = DistributedType.NO
+    assert cpu_backend(None, none, {"LOCAL_RANK": "1"}) == ("gloo", DistributedType.MULTI_CPU)
+    assert cpu_backend(None, none, {}) == (None, none)  # not launched as a rank: untouched
+    assert cpu_backend("nccl", DistributedType.MULTI_GPU, {"LOCAL_RANK": "0"}) == ("nccl", DistributedType.MULTI_GPU)
+
+
 def test_cuda_recipe_on_cpu_machine_is_one_line(workspace, launched, capsys):
     launched.gpus = 0
     workspace.write({"pod": gpu_entry()})

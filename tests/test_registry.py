@@ -26,7 +26,7 @@ def run_cli(capsys, workspace, *args):
         ({"prompt_format": "chatlm"}, ["key 'prompt_format'", "did you mean 'chatml'"]),
         ({"quant_bits": 8, "profile": "a5000x4", "zero_stage": 3}, ["zero_stage: ZeRO-3 cannot partition bitsandbytes 8-bit"]),
         ({"peft_use_dora": True, "quant_bits": 4, "profile": "a5000x4", "zero_stage": 3}, ["zero_stage: DoRA"]),
-        ({"zero_stage": 2}, ["zero_stage: DeepSpeed ZeRO-2 is for GPU profiles"]),
+        ({"zero_stage": 2, "quant_bits": 4}, ["zero_stage: DeepSpeed ZeRO-2 on the cpu profile runs 16-bit bases only"]),
         ({"peft_use_dora": True, "quant_bits": 8}, ["peft_use_dora: DoRA on an 8-bit base fails on CPU", "quant_bits 4 or 16"]),
         ({"target_modules": []}, ["key 'target_modules'", "empty list"]),
         ({"extra_datasets": [{"path": "x.jsonl", "weight": 0.333}]}, ["extra_datasets.0.weight", "steps of 0.01"]),

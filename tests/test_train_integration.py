@@ -14,7 +14,7 @@ import time
 
 import pytest
 
-from tests.conftest import BUNDLED, REPO, cpu_entry
+from tests.conftest import BUNDLED, FPB_TRAIN, REPO, cpu_entry
 
 pytestmark = pytest.mark.slow
 
@@ -89,3 +89,34 @@ def test_dora_on_4bit_trains(workspace):
     run, cfg = assert_finished_adapter(workspace.adapters / "dora4", 3)
     assert cfg["use_dora"] is True and cfg["r"] == 8 and "load_in_4bit: true" in run["recipe"]
 
+
+
+def two_process_run(workspace, name, **entry):
+    workspace.write({name: cpu_entry(max_steps=4, **entry)})
+    result = launch(workspace, name, "--cpu-processes", "2")
+    log = result.stdout + result.stderr
+    assert result.returncode == 0, log[-3000:]
+    assert '"world_size": 2' in log  # axolotl's config dump, printed by each rank
+    out = workspace.adapters / name
+    run, _ = assert_finished_adapter(out, 4)
+    # one adapter, written once by rank 0: no per-rank copies, and only rank 0 logs the 4 steps
+    # (a rank that believes it is a lone process zero would log and save too)
+    top = [p for p in out.rglob("adapter_model.safetensors") if "checkpoint-" not in str(p.parent)]
+    assert top == [out / "adapter_model.safetensors"]
+    assert log.count("{'loss': ") == 4, log.count("{'loss': ")
+    state = json.loads((out / "checkpoint-4" / "trainer_state.json").read_text())
+    return run, state, log
+
+
+def test_two_cpu_processes_ddp_gloo(workspace):
+    # unpacked and long enough for every FPB row (longest 217 tokens): an epoch is exactly the 3628 rows
+    run, state, _ = two_process_run(workspace, "ddp2", sample_packing=False, sequence_len=256)
+    assert run["command"][:4] == ["torchrun", "--standalone", "--nproc_per_node", "2"]
+    rows = sum(1 for _ in FPB_TRAIN.open())
+    assert state["epoch"] == pytest.approx(4 / -(-rows // 2), rel=1e-3)  # the ranks split the rows: 2 per step
+
+
+def test_two_cpu_processes_deepspeed_zero2(workspace):
+    run, _, log = two_process_run(workspace, "zero2", zero_stage=2)
+    assert 'deepspeed: "templates/deepspeed/zero2.json"' in run["recipe"]
+    assert "DeepSpeed" in log or "deepspeed" in log

@@ -1,0 +1,137 @@
+"""The plan's CPU memory estimate vs the peak RSS measured during a short real run of the same entry.
+
+    .venv/bin/python benchmarks/cpu_peak_memory.py                          # every cpu entry, 6 steps each
+    .venv/bin/python benchmarks/cpu_peak_memory.py sentiment_smollm2_cpu --cpu-processes 2 --json out.json
+
+For each entry: `finetune.py <name> --plan --json` (what a user sees before launching), then a real
+`finetune.py <name>` run with max_steps = --steps into a temporary folder (the repo's lora_adapters/ and
+recipes/ are not touched), polling /proc every 0.2 s for the training processes' VmHWM (the kernel's
+peak resident set, file-backed pages of the mmapped weights included). Reported per entry: the plan's
+peak per process, the measured peak of the largest training rank, their ratio, and the largest sum of
+RSS over the whole process tree (launcher, ranks and their helpers: what the machine must hold).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+GIB = 2 ** 30
+RANK_MARKERS = ("axolotl.cli.train", "lora.axolotl_cpu_ranks")
+
+
+def cpu_entries(registry_path: Path) -> dict[str, dict]:
+    from lora.registry import load_registry
+
+    reg = load_registry(registry_path)
+    return {name: e for name, e in reg.entries.items() if e.profile == "cpu"}
+
+
+def short_registry(name: str, registry_path: Path, steps: int, folder: Path) -> Path:
+    """The entry as a one-entry registry with absolute paths and max_steps = steps."""
+    from lora.registry import load_registry
+
+    reg = load_registry(registry_path)
+    entry = reg.get(name)
+    data = entry.model_dump(mode="json", exclude_unset=True)
+    data["dataset_path"] = str(reg.resolve_path(entry.dataset_path))
+    data["base_model"] = reg.resolve_base_model(entry)
+    data["max_steps"] = steps
+    path = folder / "configs.json"
+    path.write_text(json.dumps({name: data}, indent=1))
+    return path
+
+
+def watch(proc: subprocess.Popen, poll: float = 0.2) -> dict:
+    """Peak VmHWM per training rank and the peak summed RSS of the tree, until proc exits."""
+    import psutil
+
+    root = psutil.Process(proc.pid)
+    rank_hwm: dict[int, int] = {}
+    tree_peak = 0
+    while proc.poll() is None:
+        try:
+            procs = [root, *root.children(recursive=True)]
+        except psutil.NoSuchProcess:
+            break
+        total = 0
+        for p in procs:
+            try:
+                status = Path(f"/proc/{p.pid}/status").read_text()
+                cmd = " ".join(p.cmdline())
+                ppid_cmd = " ".join(p.parent().cmdline()) if p.parent() else ""
+            except (OSError, psutil.Error):
+                continue
+            fields = {k: v for k, _, v in (line.partition(":") for line in status.splitlines())}
+            rss_kb = int(fields.get("VmRSS", "0 kB").split()[0])
+            total += rss_kb
+            # a rank is a training process whose parent is not itself a training process (forked
+            # helpers such as tokenisation workers share the command line)
+            if any(m in cmd for m in RANK_MARKERS) and not any(m in ppid_cmd for m in RANK_MARKERS):
+                rank_hwm[p.pid] = max(rank_hwm.get(p.pid, 0), int(fields.get("VmHWM", "0 kB").split()[0]))
+        tree_peak = max(tree_peak, total)
+        time.sleep(poll)
+    return {"rank_peak_gib": sorted(round(v * 1024 / GIB, 3) for v in rank_hwm.values()),
+            "tree_peak_rss_gib": round(tree_peak * 1024 / GIB, 3)}
+
+
+def measure(name: str, registry_path: Path, steps: int, processes: int) -> dict:
+    with tempfile.TemporaryDirectory(prefix="cpu_mem_") as tmp:
+        folder = Path(tmp)
+        reg = short_registry(name, registry_path, steps, folder)
+        common = ["--config-json", str(reg), "--recipes-dir", str(folder / "recipes"),
+                  "--adapters-dir", str(folder / "adapters"), "--cpu-processes", str(processes)]
+        plan = json.loads(subprocess.run([sys.executable, str(REPO / "finetune.py"), name, "--plan", "--json", *common],
+                                         cwd=REPO, capture_output=True, text=True, check=True).stdout)
+        t0 = time.monotonic()
+        log = folder / "train.log"
+        with log.open("w") as out:
+            proc = subprocess.Popen([sys.executable, str(REPO / "finetune.py"), name, *common], cwd=REPO,
+                                    stdout=out, stderr=subprocess.STDOUT)
+            seen = watch(proc)
+        if proc.returncode != 0:
+            raise SystemExit(f"{name}: training exited {proc.returncode}; last lines:\n"
+                             + "\n".join(log.read_text().splitlines()[-20:]))
+        run = json.loads((folder / "adapters" / name / "run.json").read_text())
+    measured = max(seen["rank_peak_gib"])
+    return {
+        "entry": name, "processes": processes, "steps": run.get("global_step"), "wall_s": round(time.monotonic() - t0, 1),
+        "plan_peak_gib": plan["peak_gb_per_gpu"], "plan_parts_gib": plan["parts"],
+        "measured_rank_peak_gib": measured, "ranks": seen["rank_peak_gib"],
+        "plan_over_measured": round(plan["peak_gb_per_gpu"] / measured, 3),
+        "tree_peak_rss_gib": seen["tree_peak_rss_gib"],
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("entries", nargs="*", help="cpu entries (default: all of them)")
+    p.add_argument("--config-json", type=Path, default=REPO / "finetune_configs.json")
+    p.add_argument("--steps", type=int, default=6)
+    p.add_argument("--cpu-processes", type=int, default=1)
+    p.add_argument("--json", type=Path, help="also write the rows here")
+    args = p.parse_args(argv)
+    names = args.entries or list(cpu_entries(args.config_json))
+    rows = []
+    for name in names:
+        row = measure(name, args.config_json, args.steps, args.cpu_processes)
+        print(json.dumps(row), flush=True)
+        rows.append(row)
+    print(f"\n| entry | processes | plan GiB/process | measured rank peak GiB | plan / measured | tree peak RSS GiB |")
+    print("|---|---|---|---|---|---|")
+    for r in rows:
+        print(f"| {r['entry']} | {r['processes']} | {r['plan_peak_gib']:.2f} | {r['measured_rank_peak_gib']:.2f} | "
+              f"{r['plan_over_measured']:.2f} | {r['tree_peak_rss_gib']:.2f} |")
+    if args.json:
+        args.json.write_text(json.dumps(rows, indent=2) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
