@@ -23,7 +23,16 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 GIB = 2 ** 30
-RANK_MARKERS = ("axolotl.cli.train", "lora.axolotl_cpu_ranks")
+RANK_MODULES = ("axolotl.cli.train", "lora.axolotl_cpu_ranks")
+
+
+def is_training_process(argv: list[str]) -> bool:
+    """`python [-u …] -m axolotl.cli.train …`: a rank (or a helper it forked), not a launcher such as
+    `python …/torchrun … -m lora.axolotl_cpu_ranks` that names the module after its own script."""
+    i = 1
+    while i < len(argv) and argv[i].startswith("-") and argv[i] != "-m":  # interpreter options only
+        i += 1
+    return i + 1 < len(argv) and argv[i] == "-m" and argv[i + 1] in RANK_MODULES
 
 
 def cpu_entries(registry_path: Path) -> dict[str, dict]:
@@ -64,8 +73,8 @@ def watch(proc: subprocess.Popen, poll: float = 0.2) -> dict:
         for p in procs:
             try:
                 status = Path(f"/proc/{p.pid}/status").read_text()
-                cmd = " ".join(p.cmdline())
-                ppid_cmd = " ".join(p.parent().cmdline()) if p.parent() else ""
+                argv = p.cmdline()
+                parent_argv = p.parent().cmdline() if p.parent() else []
             except (OSError, psutil.Error):
                 continue
             fields = {k: v for k, _, v in (line.partition(":") for line in status.splitlines())}
@@ -73,7 +82,7 @@ def watch(proc: subprocess.Popen, poll: float = 0.2) -> dict:
             total += rss_kb
             # a rank is a training process whose parent is not itself a training process (forked
             # helpers such as tokenisation workers share the command line)
-            if any(m in cmd for m in RANK_MARKERS) and not any(m in ppid_cmd for m in RANK_MARKERS):
+            if is_training_process(argv) and not is_training_process(parent_argv):
                 rank_hwm[p.pid] = max(rank_hwm.get(p.pid, 0), int(fields.get("VmHWM", "0 kB").split()[0]))
         tree_peak = max(tree_peak, total)
         time.sleep(poll)

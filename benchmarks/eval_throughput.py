@@ -41,6 +41,7 @@ def finlora_style(base: str, adapters: list[Path], datas: dict, template: str, b
     t0 = time.monotonic()
     for adapter in adapters:
         for task, data in datas.items():
+            t_pair = time.monotonic()
             # FinLoRA's harness loads the model inside the per-task evaluation.
             tokenizer = AutoTokenizer.from_pretrained(base, local_files_only=True)
             tokenizer.padding_side = "left"
@@ -58,8 +59,12 @@ def finlora_style(base: str, adapters: list[Path], datas: dict, template: str, b
                     gen = model.generate(**batch, generation_config=config)
                 outs += tokenizer.batch_decode(gen[:, batch["input_ids"].shape[1]:], skip_special_tokens=True)
             outputs[(adapter.name, task)] = outs  # keyed by folder name, as the eval rows are below
+            PAIR_SECONDS[(adapter.name, task)] = time.monotonic() - t_pair
             del model
     return outputs, time.monotonic() - t0
+
+
+PAIR_SECONDS: dict[tuple[str, str], float] = {}  # FinLoRA-style seconds per (adapter, task), loads included
 
 
 def copy_trained(source: Path, target: Path) -> Path:
@@ -123,9 +128,10 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     results = json.loads((work / "eval_out" / "results.json").read_text())
     folder_of = {a.name: a.path.name for a in discover([work / "adapters"])}  # row name -> adapter folder
-    ours_out = {}
+    ours_out, ours_seconds = {}, {}
     for r in results["rows"]:
         for task, res in r["results"].items():
+            ours_seconds[(folder_of[r["name"]], task)] = res["timing"]["seconds"]
             ours_out[(folder_of[r["name"]], task)] = [json.loads(x)["output"] for x in
                                           (work / "eval_out" / res["predictions"]).read_text().splitlines()]
 
@@ -159,6 +165,9 @@ def main(argv: list[str] | None = None) -> int:
         "mean_accuracy_eval": round(sum(acc["eval"]) / len(acc["eval"]), 4),
         "mean_accuracy_finlora_style": round(sum(acc["finlora_style"]) / len(acc["finlora_style"]), 4),
         "disagreements": disagreements[:10],
+        "seconds_per_task": {  # summed over adapters; this eval's excludes its single base load
+            t: {"eval": round(sum(v for k, v in ours_seconds.items() if k[1] == t), 1),
+                "finlora_style": round(sum(v for k, v in PAIR_SECONDS.items() if k[1] == t), 1)} for t in datas},
         "accuracy_per_pair": {f"{k[0]}×{k[1]}": [a, b] for k, a, b in zip(ours_out, acc["eval"], acc["finlora_style"])},
     }
     print(json.dumps(summary, indent=2))

@@ -82,7 +82,8 @@ def child_environment(base: dict[str, str], *, offline: bool, cpu: bool = False,
     if cpu:
         # What `accelerate launch --cpu` sets for its child. Under torchrun it is what makes the
         # Trainer's accelerate state MULTI_CPU (gloo, sharded batches, rank-0-only saving); without
-        # it every rank believes it is a lone process zero, trains on the same batches and saves.
+        # it every rank believes it is a lone process zero: each logs every step (and would save) and
+        # the batches are not sharded.
         env["ACCELERATE_USE_CPU"] = "true"
     env.setdefault("AXOLOTL_DO_NOT_TRACK", "1")
     env.setdefault("DO_NOT_TRACK", "1")

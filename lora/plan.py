@@ -568,6 +568,10 @@ def _fits(inputs: PlanInputs, peak: float) -> bool | None:
 
 def _core(inputs: PlanInputs, arch: ModelArch) -> dict:
     parts, setup, notes = _memory(inputs, arch)
+    if inputs.accelerator == "cpu":
+        # measured, not modelled: benchmarks/cpu_peak_memory.py on the bundled entries (docs/plan.md)
+        notes.append("on CPU the measured peak RSS was 1.2-1.4x this estimate for 16-bit bases and 2.2-2.5x "
+                     "for 4-bit (bitsandbytes' CPU path); keep that headroom")
     training = sum(parts.values())
     allocated = max(setup, training)
     overhead = _overhead_gib(inputs, allocated)
@@ -779,7 +783,8 @@ def format_plan(plan: Plan) -> str:
     lines = [
         f"plan: {i.base_model} ({plan.arch.total_params / 1e9:.2f}B params, {quant}), "
         f"LoRA r={i.lora_r}{' DoRA' if i.use_dora else ''} on {','.join(i.modules())}",
-        f"  hardware: {i.num_machines} machine(s) x {i.num_gpus} {i.accelerator.upper()}"
+        f"  hardware: {i.num_machines} machine(s) x {i.num_gpus} "
+        f"{'GPU' if i.accelerator == 'cuda' else 'CPU process(es)'}"
         f"{'' if i.gpu_memory_gb is None else f' {i.gpu_memory_gb:g} GB'}, {zero}, "
         f"micro batch {i.micro_batch_size} x accum {i.gradient_accumulation_steps}, seq {i.sequence_len}"
         f"{', packed' if i.sample_packing else ''}{', grad ckpt' if i.gradient_checkpointing else ''}",

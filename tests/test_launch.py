@@ -153,7 +153,7 @@ def test_cli_bad_cpu_flags(workspace, launched, capsys, monkeypatch, flags, mess
 
 def test_cli_cpu_zero_needs_two_processes_and_keeps_deepspeed(workspace, launched, monkeypatch, capsys):
     monkeypatch.setattr(cli.os, "cpu_count", lambda: 2)
-    monkeypatch.delenv("ACCELERATE_USE_CPU", raising=False)
+    monkeypatch.setenv("ACCELERATE_USE_CPU", "true")  # even exported by the user's shell
     workspace.write({"cpu": cpu_entry(zero_stage=2)})
     assert cli.main(workspace.argv("cpu")) == 2
     assert "add --cpu-processes 2" in capsys.readouterr().err and launched.calls == []
