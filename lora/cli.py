@@ -298,12 +298,8 @@ def _main(args: argparse.Namespace) -> int:
 def launch(name, entry, registry, inputs, text, recipe_ref, argv, output_dir, resume) -> int:
     profile = PROFILES[entry.profile]
     offline = model_available_offline(entry.base_model, is_local_model_ref(entry.base_model))
-    # ACCELERATE_USE_CPU makes the Trainer drop DeepSpeed; CPU ranks under DeepSpeed get their
-    # backend from lora.axolotl_cpu_ranks instead
-    cpu_deepspeed = profile.accelerator == "cpu" and inputs.deepspeed_config is not None
-    env = child_environment(dict(os.environ), offline=offline, cpu=profile.accelerator == "cpu" and not cpu_deepspeed)
-    if cpu_deepspeed:
-        env.pop("ACCELERATE_USE_CPU", None)  # also when the user's shell exported it
+    env = child_environment(dict(os.environ), offline=offline, cpu=profile.accelerator == "cpu",
+                            deepspeed=inputs.deepspeed_config is not None)
     record = start_record(
         name=name, entry=entry.model_dump(mode="json"), recipe_path=recipe_ref, recipe_text=text,
         prompt_format=prompt_format_record(entry.prompt_format), base_model=inputs.base_model,

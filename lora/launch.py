@@ -71,7 +71,7 @@ def build_command(
     return argv
 
 
-def child_environment(base: dict[str, str], *, offline: bool, cpu: bool = False,
+def child_environment(base: dict[str, str], *, offline: bool, cpu: bool = False, deepspeed: bool = False,
                       python_bin: str = sys.executable) -> dict[str, str]:
     """The child's environment: telemetry off unless the user set it; offline when nothing is fetched.
 
@@ -79,7 +79,11 @@ def child_environment(base: dict[str, str], *, offline: bool, cpu: bool = False,
     off when the base model is a local folder or already in the cache.
     """
     env = dict(base)
-    if cpu:
+    if cpu and deepspeed:
+        # ACCELERATE_USE_CPU makes the Trainer drop DeepSpeed (even when the user's shell exported
+        # it); CPU ranks under DeepSpeed get their backend from lora.axolotl_cpu_ranks instead.
+        env.pop("ACCELERATE_USE_CPU", None)
+    elif cpu:
         # What `accelerate launch --cpu` sets for its child. Under torchrun it is what makes the
         # Trainer's accelerate state MULTI_CPU (gloo, sharded batches, rank-0-only saving); without
         # it every rank believes it is a lone process zero: each logs every step (and would save) and
