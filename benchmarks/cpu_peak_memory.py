@@ -35,18 +35,8 @@ def is_training_process(argv: list[str]) -> bool:
     return i + 1 < len(argv) and argv[i] == "-m" and argv[i + 1] in RANK_MODULES
 
 
-def cpu_entries(registry_path: Path) -> dict[str, dict]:
-    from lora.registry import load_registry
-
-    reg = load_registry(registry_path)
-    return {name: e for name, e in reg.entries.items() if e.profile == "cpu"}
-
-
-def short_registry(name: str, registry_path: Path, steps: int, folder: Path) -> Path:
+def short_registry(reg, name: str, steps: int, folder: Path) -> Path:
     """The entry as a one-entry registry with absolute paths and max_steps = steps."""
-    from lora.registry import load_registry
-
-    reg = load_registry(registry_path)
     entry = reg.get(name)
     data = entry.model_dump(mode="json", exclude_unset=True)
     data["dataset_path"] = str(reg.resolve_path(entry.dataset_path))
@@ -74,7 +64,8 @@ def watch(proc: subprocess.Popen, poll: float = 0.2) -> dict:
             try:
                 status = Path(f"/proc/{p.pid}/status").read_text()
                 argv = p.cmdline()
-                parent_argv = p.parent().cmdline() if p.parent() else []
+                parent = p.parent()
+                parent_argv = parent.cmdline() if parent else []
             except (OSError, psutil.Error):
                 continue
             fields = {k: v for k, _, v in (line.partition(":") for line in status.splitlines())}
@@ -90,11 +81,11 @@ def watch(proc: subprocess.Popen, poll: float = 0.2) -> dict:
             "tree_peak_rss_gib": round(tree_peak * 1024 / GIB, 3)}
 
 
-def measure(name: str, registry_path: Path, steps: int, processes: int) -> dict:
+def measure(reg, name: str, steps: int, processes: int) -> dict:
     with tempfile.TemporaryDirectory(prefix="cpu_mem_") as tmp:
         folder = Path(tmp)
-        reg = short_registry(name, registry_path, steps, folder)
-        common = ["--config-json", str(reg), "--recipes-dir", str(folder / "recipes"),
+        short = short_registry(reg, name, steps, folder)
+        common = ["--config-json", str(short), "--recipes-dir", str(folder / "recipes"),
                   "--adapters-dir", str(folder / "adapters"), "--cpu-processes", str(processes)]
         plan = json.loads(subprocess.run([sys.executable, str(REPO / "finetune.py"), name, "--plan", "--json", *common],
                                          cwd=REPO, capture_output=True, text=True, check=True).stdout)
@@ -126,10 +117,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--cpu-processes", type=int, default=1)
     p.add_argument("--json", type=Path, help="also write the rows here")
     args = p.parse_args(argv)
-    names = args.entries or list(cpu_entries(args.config_json))
+    from lora.registry import load_registry
+
+    reg = load_registry(args.config_json)
+    names = args.entries or [name for name, e in reg.entries.items() if e.profile == "cpu"]
     rows = []
     for name in names:
-        row = measure(name, args.config_json, args.steps, args.cpu_processes)
+        row = measure(reg, name, args.steps, args.cpu_processes)
         print(json.dumps(row), flush=True)
         rows.append(row)
     print(f"\n| entry | processes | plan GiB/process | measured rank peak GiB | plan / measured | tree peak RSS GiB |")

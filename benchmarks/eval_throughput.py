@@ -29,15 +29,15 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 
 def finlora_style(base: str, adapters: list[Path], datas: dict, template: str, batch_size: int,
-                  max_new_tokens: int) -> tuple[dict, float]:
-    """outputs[(adapter, task)] = list of raw outputs; and the wall seconds."""
+                  max_new_tokens: int) -> tuple[dict, dict, float]:
+    """outputs[(adapter, task)] = list of raw outputs; seconds[(adapter, task)] incl. loads; the wall seconds."""
     import torch
     from peft import PeftModel
     from transformers import AutoModelForCausalLM, AutoTokenizer, GenerationConfig
 
     from lora.prompts import apply
 
-    outputs = {}
+    outputs, seconds = {}, {}
     t0 = time.monotonic()
     for adapter in adapters:
         for task, data in datas.items():
@@ -59,12 +59,9 @@ def finlora_style(base: str, adapters: list[Path], datas: dict, template: str, b
                     gen = model.generate(**batch, generation_config=config)
                 outs += tokenizer.batch_decode(gen[:, batch["input_ids"].shape[1]:], skip_special_tokens=True)
             outputs[(adapter.name, task)] = outs  # keyed by folder name, as the eval rows are below
-            PAIR_SECONDS[(adapter.name, task)] = time.monotonic() - t_pair
+            seconds[(adapter.name, task)] = time.monotonic() - t_pair
             del model
-    return outputs, time.monotonic() - t0
-
-
-PAIR_SECONDS: dict[tuple[str, str], float] = {}  # FinLoRA-style seconds per (adapter, task), loads included
+    return outputs, seconds, time.monotonic() - t0
 
 
 def copy_trained(source: Path, target: Path) -> Path:
@@ -135,7 +132,7 @@ def main(argv: list[str] | None = None) -> int:
             ours_out[(folder_of[r["name"]], task)] = [json.loads(x)["output"] for x in
                                           (work / "eval_out" / res["predictions"]).read_text().splitlines()]
 
-    theirs_out, theirs_s = finlora_style(base, adapters, datas, PROMPT_FORMATS["chatml"], args.batch_size,
+    theirs_out, theirs_seconds, theirs_s = finlora_style(base, adapters, datas, PROMPT_FORMATS["chatml"], args.batch_size,
                                          args.finlora_max_new_tokens)
 
     agree = total = 0
@@ -167,7 +164,7 @@ def main(argv: list[str] | None = None) -> int:
         "disagreements": disagreements[:10],
         "seconds_per_task": {  # summed over adapters; this eval's excludes its single base load
             t: {"eval": round(sum(v for k, v in ours_seconds.items() if k[1] == t), 1),
-                "finlora_style": round(sum(v for k, v in PAIR_SECONDS.items() if k[1] == t), 1)} for t in datas},
+                "finlora_style": round(sum(v for k, v in theirs_seconds.items() if k[1] == t), 1)} for t in datas},
         "accuracy_per_pair": {f"{k[0]}×{k[1]}": [a, b] for k, a, b in zip(ours_out, acc["eval"], acc["finlora_style"])},
     }
     print(json.dumps(summary, indent=2))
