@@ -1,6 +1,6 @@
-"""Errors the CLI turns into one line on stderr and exit code 2 (bad input, nothing evaluated)."""
+"""eval's name for the project's one user-error type (lora/errors.py): one line, exit code 2."""
 from __future__ import annotations
 
+from lora.errors import UserError as InputError
 
-class InputError(Exception):
-    """Bad input from the user: the message is the whole story, printed as `error: <message>`."""
+__all__ = ["InputError"]

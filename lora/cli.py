@@ -19,11 +19,10 @@ import sys
 from pathlib import Path
 
 from lora.datacheck import check_jsonl
-from lora.fsutil import REPO_ROOT, repo_relative, write_atomic
+from lora.fsutil import REPO_ROOT, adapter_weights, repo_relative, write_atomic
 from lora.launch import build_command, child_environment, detect_cuda_gpus, model_available_offline, run_child
-from lora.outputs import (
-    adapter_weights, finish_record, plot_loss, read_run, start_record, training_finished, write_run,
-)
+from lora.outputs import finish_record, plot_loss, start_record, training_finished
+from lora.run_record import RunRecord
 from lora.profiles import PROFILES
 from lora.plan import checkpoint_interval_steps, format_plan
 from lora.prompts import prompt_format_record
@@ -268,12 +267,12 @@ def _main(args: argparse.Namespace) -> int:
         moved = move_aside(output_dir)
         if moved:
             print(f"--fresh: moved the old {repo_relative(output_dir)} to {repo_relative(moved)}", file=sys.stderr)
-    previous = read_run(output_dir)
-    if previous and previous.get("status") == "complete" and adapter_weights(output_dir):
-        print(f"{name}: already trained ({repo_relative(output_dir)}, finished {previous.get('ended_at')}); "
+    previous = RunRecord.read(output_dir)
+    if previous and previous.status == "complete" and adapter_weights(output_dir):
+        print(f"{name}: already trained ({repo_relative(output_dir)}, finished {previous.ended_at}); "
               "nothing to do (--fresh retrains, keeping the old folder)")
         return 0
-    if previous and previous.get("recipe") not in (None, text):
+    if previous and previous.recipe not in (None, text):
         raise UserError(f"{repo_relative(output_dir)} holds a run of a different recipe (the entry changed since); "
                         "--fresh moves it aside and starts over")
 
@@ -304,10 +303,10 @@ def launch(name, entry, registry, inputs, text, recipe_ref, argv, output_dir, re
         name=name, entry=entry.model_dump(mode="json"), recipe_path=recipe_ref, recipe_text=text,
         prompt_format=prompt_format_record(entry.prompt_format), base_model=inputs.base_model,
         datasets=dataset_paths(registry, entry), command=argv, profile=profile.name,
-        resumed_from=repo_relative(resume) if resume else None,
+        resumed_from=repo_relative(resume) if resume else None, output_dir=output_dir,
     )
     output_dir.mkdir(parents=True, exist_ok=True)
-    write_run(output_dir, record)
+    record.write(output_dir)
     print(f"launching: {shlex.join(argv)}", file=sys.stderr, flush=True)
     result = run_child(argv, env, cwd=REPO_ROOT)
     if result.interrupted_by is not None:
@@ -316,7 +315,7 @@ def launch(name, entry, registry, inputs, text, recipe_ref, argv, output_dir, re
         status, code = "complete", 0
     else:
         status, code = "failed", result.returncode or 1
-    write_run(output_dir, finish_record(record, status=status, exit_code=code, output_dir=output_dir))
+    finish_record(record, status=status, exit_code=code, output_dir=output_dir).write(output_dir)
     plot_loss(output_dir, title=f"{name} ({entry.variant}, {profile.name})")
     where = repo_relative(output_dir)
     if status == "complete":

@@ -47,3 +47,34 @@ def repo_relative(path: Path | str, root: Path = REPO_ROOT) -> str:
         return p.relative_to(root.resolve()).as_posix()
     except ValueError:
         return str(p)
+
+
+def utc_now_iso() -> str:
+    """The project's one timestamp format: UTC, seconds, ISO 8601 (run.json, results.json, pair files)."""
+    from datetime import datetime, timezone
+
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+# PEFT writes one of these beside adapter_config.json; checkpoints hold the same.
+ADAPTER_WEIGHT_FILES = ("adapter_model.safetensors", "adapter_model.bin")
+
+
+def adapter_weights(folder: Path) -> Path | None:
+    for name in ADAPTER_WEIGHT_FILES:
+        if (folder / name).is_file():
+            return folder / name
+    return None
+
+
+def library_versions(names: tuple[str, ...]) -> dict[str, str | None]:
+    """Installed distribution versions (None when absent), for run.json and results.json."""
+    from importlib import metadata
+
+    versions: dict[str, str | None] = {}
+    for name in names:
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            versions[name] = None
+    return versions

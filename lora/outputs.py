@@ -1,4 +1,6 @@
-"""What a run leaves beside its adapter: run.json (the facts) and loss.png (the curves).
+"""What a run leaves beside its adapter: run.json (lora/run_record.py) and loss.png (the curves).
+
+    python finetune.py sentiment_smollm2_cpu     # lora_adapters/sentiment_smollm2_cpu/{run.json,loss.png}
 
 run.json is written when the launch starts (status "running") and rewritten when it ends
 ("complete", "failed" or "interrupted"), atomically both times. Only a "complete" run with adapter
@@ -8,33 +10,17 @@ from __future__ import annotations
 
 import json
 import subprocess
-from datetime import datetime, timezone
-from importlib import metadata
 from pathlib import Path
 
-from lora.fsutil import REPO_ROOT, sha256_file, write_json_atomic
+from lora.fsutil import REPO_ROOT, adapter_weights, library_versions, sha256_file, utc_now_iso
+from lora.run_record import DatasetRecord, GitRecord, PromptFormatRecord, RunRecord, portable_path
 
-RUN_JSON = "run.json"
 LOSS_PNG = "loss.png"
-SCHEMA_VERSION = 1
 LIBRARIES = ("torch", "transformers", "peft", "accelerate", "axolotl", "datasets", "trl", "bitsandbytes", "deepspeed")
+__all__ = ["adapter_weights", "start_record", "finish_record", "complete_checkpoints", "plot_loss"]
 
 
-def now_iso() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="seconds")
-
-
-def library_versions() -> dict[str, str | None]:
-    versions = {}
-    for lib in LIBRARIES:
-        try:
-            versions[lib] = metadata.version(lib)
-        except metadata.PackageNotFoundError:
-            versions[lib] = None
-    return versions
-
-
-def git_commit(root: Path = REPO_ROOT) -> dict:
+def git_commit(root: Path = REPO_ROOT) -> GitRecord:
     def git(*args: str) -> str | None:
         try:
             out = subprocess.run(["git", *args], cwd=root, capture_output=True, text=True, timeout=10)
@@ -44,59 +30,29 @@ def git_commit(root: Path = REPO_ROOT) -> dict:
 
     commit = git("rev-parse", "HEAD")
     status = git("status", "--porcelain", "--untracked-files=no")
-    return {"commit": commit, "dirty": bool(status) if status is not None else None}
-
-
-def adapter_weights(output_dir: Path) -> Path | None:
-    for name in ("adapter_model.safetensors", "adapter_model.bin"):
-        if (output_dir / name).is_file():
-            return output_dir / name
-    return None
-
-
-def read_run(output_dir: Path) -> dict | None:
-    try:
-        return json.loads((output_dir / RUN_JSON).read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
+    return GitRecord(commit=commit, dirty=bool(status) if status is not None else None)
 
 
 def start_record(*, name: str, entry: dict, recipe_path: str, recipe_text: str, prompt_format: dict,
                  base_model: str, datasets: list[Path], command: list[str], profile: str,
-                 resumed_from: str | None) -> dict:
-    return {
-        "schema": SCHEMA_VERSION,
-        "name": name,
-        "status": "running",
-        "base_model": base_model,
-        "prompt_format": prompt_format,
-        "profile": profile,
-        "entry": entry,
-        "recipe_path": recipe_path,
-        "recipe": recipe_text,
-        "command": command,
-        "resumed_from": resumed_from,
-        "datasets": [{"path": str(p), "sha256": sha256_file(p)} for p in datasets],
-        "versions": library_versions(),
-        "git": git_commit(),
-        "started_at": now_iso(),
-        "ended_at": None,
-        "exit_code": None,
-    }
+                 resumed_from: str | None, output_dir: Path) -> RunRecord:
+    return RunRecord(
+        name=name, status="running", base_model=base_model, prompt_format=PromptFormatRecord(**prompt_format),
+        profile=profile, entry=entry, recipe_path=recipe_path, recipe=recipe_text, command=command,
+        resumed_from=resumed_from,
+        datasets=[DatasetRecord(path=portable_path(p, output_dir), sha256=sha256_file(p)) for p in datasets],
+        versions=library_versions(LIBRARIES), git=git_commit(), started_at=utc_now_iso(),
+    )
 
 
-def finish_record(record: dict, *, status: str, exit_code: int, output_dir: Path) -> dict:
-    done = dict(record, status=status, exit_code=exit_code, ended_at=now_iso())
+def finish_record(record: RunRecord, *, status: str, exit_code: int, output_dir: Path) -> RunRecord:
+    update: dict = {"status": status, "exit_code": exit_code, "ended_at": utc_now_iso()}
     state = latest_trainer_state(output_dir)
     if state is not None:
-        done["global_step"] = state.get("global_step")
+        update["global_step"] = state.get("global_step")
         losses = [h["loss"] for h in state.get("log_history", []) if "loss" in h]
-        done["final_train_loss"] = losses[-1] if losses else None
-    return done
-
-
-def write_run(output_dir: Path, record: dict) -> None:
-    write_json_atomic(output_dir / RUN_JSON, record)
+        update["final_train_loss"] = losses[-1] if losses else None
+    return record.model_copy(update=update)
 
 
 def checkpoints(output_dir: Path) -> list[Path]:

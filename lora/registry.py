@@ -18,18 +18,13 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from lora.errors import UserError
 from lora.profiles import PROFILES
 from lora.prompts import DEFAULT_PROMPT_FORMAT, PROMPT_FORMATS
 
 # The modules "all-linear" means for the Llama-style models in the catalogue (axolotl's
 # lora_target_linear picks every Linear but lm_head; listed here for the planner and --list).
 ALL_LINEAR = "all-linear"
-
-
-class UserError(Exception):
-    """Bad input from the user: printed as one line, exit code 2."""
-
-    exit_code = 2
 
 
 class ExtraDataset(BaseModel):

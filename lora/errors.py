@@ -1,0 +1,25 @@
+"""The one user-error type of the project (training CLI, data checks, eval): one line, exit code 2.
+
+    python finetune.py no_such_run        # error: unknown run 'no_such_run'; ...   (exit 2)
+    python -m eval --tasks nope           # error: unknown task nope ...            (exit 2)
+
+Every entry point catches UserError, prints `error: <message>` on stderr and exits with exit_code,
+having written nothing. A message is one line: `one_line` folds whatever a library said into one.
+"""
+from __future__ import annotations
+
+
+class UserError(Exception):
+    """Bad input from the user: the message is the whole story, printed as `error: <message>`."""
+
+    exit_code = 2
+
+    def __init__(self, message: str):
+        super().__init__(one_line(message))
+
+
+def one_line(text: str, limit: int = 600) -> str:
+    """Collapse line breaks (every kind Python splits on) into '; ' and cap the length."""
+    parts = [p.strip() for p in str(text).splitlines() if p.strip()]
+    joined = "; ".join(parts)
+    return joined if len(joined) <= limit else joined[: limit - 1] + "…"
