@@ -19,6 +19,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from lora.errors import UserError
+from lora.names import check_name
 from lora.profiles import PROFILES
 from lora.prompts import DEFAULT_PROMPT_FORMAT, PROMPT_FORMATS
 
@@ -30,7 +31,7 @@ ALL_LINEAR = "all-linear"
 class ExtraDataset(BaseModel):
     """Another JSONL mixed into the training set; weight 0.5 takes half its rows, 2 takes it twice."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
     path: str
     weight: float = Field(default=1.0, ge=0.01, le=100)
@@ -44,7 +45,8 @@ class ExtraDataset(BaseModel):
 
 
 class Entry(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    # Infinity/NaN are valid JSON to Python's parser; no key of ours means anything with them.
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
     # FinLoRA's keys
     base_model: str = Field(min_length=1)
@@ -52,21 +54,21 @@ class Entry(BaseModel):
     lora_r: int = Field(ge=1, le=1024)
     quant_bits: Literal[4, 8, 16] = 16  # FinLoRA: absent means 16-bit
     learning_rate: float = Field(gt=0, lt=1)
-    num_epochs: float = Field(default=1, gt=0)
-    batch_size: int = Field(default=1, ge=1)  # axolotl's micro_batch_size (per device)
-    gradient_accumulation_steps: int = Field(default=1, ge=1)
+    num_epochs: float = Field(default=1, gt=0, le=1000)
+    batch_size: int = Field(default=1, ge=1, le=4096)  # axolotl's micro_batch_size (per device)
+    gradient_accumulation_steps: int = Field(default=1, ge=1, le=65536)
     peft_use_dora: bool = False
     peft_use_rslora: bool = False
-    lora_alpha: int = Field(default=16, ge=1)
+    lora_alpha: int = Field(default=16, ge=1, le=65536)
 
     # Our additions (all optional)
-    description: str | None = None
+    description: str | None = Field(default=None, max_length=2000)
     lora_dropout: float = Field(default=0.05, ge=0, lt=1)
     target_modules: list[str] | Literal["all-linear"] = ALL_LINEAR
     sequence_len: int = Field(default=4096, ge=32, le=131072)
-    max_steps: int | None = Field(default=None, ge=1)
-    val_set_size: float = Field(default=0.0, ge=0)  # < 1: a fraction of the rows; >= 1: a row count
-    seed: int = 42
+    max_steps: int | None = Field(default=None, ge=1, le=10_000_000)
+    val_set_size: float = Field(default=0.0, ge=0, le=10_000_000)  # < 1: a fraction of the rows; >= 1: a row count
+    seed: int = Field(default=42, ge=0, le=2**32 - 1)  # numpy's seed range, which the trainer seeds
     sample_packing: bool | None = None  # None: the profile's choice; packed micro-batches count sequences, not rows
     profile: str = "a5000x4"
     zero_stage: Literal[1, 2, 3] | None = None  # None: the profile's default
@@ -74,7 +76,7 @@ class Entry(BaseModel):
     extra_datasets: list[ExtraDataset] = Field(default_factory=list)
     lr_scheduler: Literal["cosine", "linear", "constant", "constant_with_warmup"] = "cosine"
     warmup_ratio: float = Field(default=0.03, ge=0, le=0.5)
-    logging_steps: int = Field(default=10, ge=1)
+    logging_steps: int = Field(default=10, ge=1, le=1_000_000)
     trust_remote_code: bool = False
 
     @field_validator("profile")
@@ -167,6 +169,7 @@ class Registry(BaseModel):
         return self.path.parent
 
     def get(self, name: str) -> Entry:
+        check_name(name, "run name")
         if name not in self.entries:
             raise UserError(
                 f"unknown run {name!r}{_did_you_mean(name, self.entries)}; "
@@ -176,7 +179,10 @@ class Registry(BaseModel):
 
     def resolve_path(self, path: str) -> Path:
         """Relative dataset paths are relative to the registry file's folder (as in FinLoRA)."""
-        p = Path(path).expanduser()
+        try:
+            p = Path(path).expanduser()
+        except RuntimeError:  # "~nosuchuser/…"
+            raise UserError(f"path {path!r}: no such user's home folder; give a relative or absolute path") from None
         return p if p.is_absolute() else (self.folder / p).resolve()
 
     def resolve_base_model(self, entry: Entry) -> str:
@@ -210,13 +216,34 @@ def _describe_error(name: str, err: dict) -> str:
     return f"entry {name!r}: key {loc!r}: {msg}{shown}"
 
 
+def _first_error(errors: list[dict]) -> dict:
+    """An unknown key first: `lora_rr` is a typo of `lora_r`, and 'missing lora_r' would hide what happened."""
+    return next((e for e in errors if e["type"] == "extra_forbidden"), errors[0])
+
+
+def _lone_surrogate_key(raw: dict) -> str | None:
+    """The first key whose string value (or list item) holds a lone surrogate escape such as "\\ud800"."""
+    for key, value in raw.items():
+        values = value if isinstance(value, list) else [value]
+        for v in values:
+            texts = [v] + ([x for x in v.values() if isinstance(x, str)] if isinstance(v, dict) else [])
+            for t in texts:
+                if isinstance(t, str) and not t.encode("utf-8", "surrogatepass").decode("utf-8", "ignore") == t:
+                    return key
+    return None
+
+
 def parse_entry(name: str, raw) -> Entry:
+    check_name(name, "run name")
     if not isinstance(raw, dict):
         raise UserError(f"entry {name!r}: must be a JSON object of keys, got {type(raw).__name__}")
+    bad = _lone_surrogate_key(raw)
+    if bad is not None:
+        raise UserError(f"entry {name!r}: key {bad!r} holds a lone surrogate escape (\\ud800-\\udfff), which is not text")
     try:
         return Entry.model_validate(raw)
     except ValidationError as exc:
-        raise UserError(_describe_error(name, exc.errors()[0])) from None
+        raise UserError(_describe_error(name, _first_error(exc.errors()))) from None
 
 
 def _no_duplicate_keys(pairs: list[tuple[str, object]]) -> dict:
@@ -230,13 +257,22 @@ def _no_duplicate_keys(pairs: list[tuple[str, object]]) -> dict:
 
 def load_registry(path: Path | str) -> Registry:
     path = Path(path)
+    if path.is_dir():
+        raise UserError(f"registry {path} is a folder; pass --config-json PATH/TO/FILE.json")
     if not path.is_file():
         raise UserError(f"registry {path} does not exist; pass --config-json PATH")
-    text = path.read_text(encoding="utf-8")
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise UserError(f"{path}: not UTF-8 text (byte {exc.start}); save the registry as UTF-8") from None
+    except OSError as exc:
+        raise UserError(f"{path}: cannot be read ({exc.strerror})") from None
     try:
         raw = json.loads(text, object_pairs_hook=_no_duplicate_keys)
     except json.JSONDecodeError as exc:
         raise UserError(f"{path}: not valid JSON at line {exc.lineno} column {exc.colno}: {exc.msg}") from None
+    except (ValueError, RecursionError) as exc:  # integer digit limit, nesting depth
+        raise UserError(f"{path}: not usable JSON ({type(exc).__name__}: {exc})") from None
     if not isinstance(raw, dict):
         raise UserError(f"{path}: must be a JSON object mapping run names to entries")
     entries = {name: parse_entry(name, value) for name, value in raw.items()}
