@@ -1,0 +1,59 @@
+"""Facts lookup (lora/plan/facts.py): the shipped table, local config.json, refusal when facts are missing.
+
+    .venv/bin/python -m pytest tests/test_plan_facts.py -q
+"""
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from lora.fsutil import REPO_ROOT
+from lora.plan import FACTS_PATH, MissingFacts, arch_from_config, load_arch
+from tests.test_plan_helpers import LLAMA8B
+
+
+# ---- facts --------------------------------------------------------------------------------------
+def test_shipped_facts_reproduce_published_parameter_counts():
+    a8 = load_arch(LLAMA8B, REPO_ROOT)
+    assert a8.total_params == 8_030_261_248  # FinLoRA's table: 8.03B
+    assert "model_facts.json" in a8.source
+    a70 = load_arch("meta-llama/Llama-3.1-70B-Instruct", REPO_ROOT)
+    assert round(a70.total_params / 1e9, 2) == 70.55
+    smol = load_arch("HuggingFaceTB/SmolLM2-135M-Instruct", REPO_ROOT)
+    assert smol.tie_word_embeddings and smol.total_params == 134_515_008
+
+
+def test_shipped_totals_match_the_derivation_from_shapes():
+    table = json.loads(FACTS_PATH.read_text())
+    for name, entry in table["models"].items():
+        derived = arch_from_config({k: v for k, v in entry.items() if k != "total_params"})
+        assert derived.total_params == entry["total_params"], name
+
+
+def test_local_config_wins_over_the_table(tmp_path):
+    folder = tmp_path / "tiny"
+    folder.mkdir()
+    (folder / "config.json").write_text(json.dumps({
+        "model_type": "llama", "hidden_size": 64, "intermediate_size": 128, "num_hidden_layers": 2,
+        "num_attention_heads": 4, "num_key_value_heads": 2, "vocab_size": 100}))
+    arch = load_arch(str(folder), tmp_path)
+    assert arch.hidden_size == 64 and arch.tie_word_embeddings is False  # LlamaConfig's default
+    assert str(folder / "config.json") in arch.source
+    # relative to the repo root, as recipes write it
+    assert load_arch("tiny", tmp_path).num_key_value_heads == 2
+
+
+def test_unknown_model_names_the_missing_facts_and_where_it_looked(tmp_path):
+    with pytest.raises(MissingFacts) as err:
+        load_arch("someone/Unknown-7B", tmp_path)
+    msg = str(err.value)
+    assert "hidden_size" in msg and "vocab_size" in msg
+    assert "no config.json at" in msg and "model_facts.json" in msg
+
+
+def test_incomplete_config_is_refused_not_guessed(tmp_path):
+    (tmp_path / "m").mkdir()
+    (tmp_path / "m" / "config.json").write_text(json.dumps({"hidden_size": 64, "vocab_size": 10}))
+    with pytest.raises(MissingFacts, match="intermediate_size"):
+        load_arch("m", tmp_path)
