@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import pytest
 
+from lora.errors import UserError
 from lora.fsutil import REPO_ROOT
 from lora.plan import DEFAULT_CHARS_PER_TOKEN, count_tokens, padding_factor
 from tests.test_plan_helpers import BUNDLED
@@ -31,3 +32,23 @@ def test_padding_factor_grows_with_micro_batch():
     lengths = [10, 100] * 50
     assert padding_factor(lengths, 1, 4096) == 1.0
     assert padding_factor(lengths, 8, 4096) > 1.5
+
+
+@pytest.mark.parametrize("line, says", [
+    ('{"context": "a", "target": "b"', "not a JSON object"),
+    ('{"context": "a"}', "row has no 'target'"),
+    ('{"context": "a", "target": 3}', "'target' must be a string"),
+    ('["context", "target"]', "expected an object"),
+])
+def test_count_tokens_names_file_and_line_of_a_bad_row(tmp_path, line, says):
+    data = tmp_path / "d.jsonl"
+    data.write_text('{"context": "ok", "target": "fine"}\n\n' + line + "\n")
+    with pytest.raises(UserError) as err:
+        count_tokens(data, "someone/Remote-Model", tmp_path)
+    msg = str(err.value)
+    assert f"{data}:3:" in msg and says in msg and "\n" not in msg
+
+
+def test_count_tokens_of_a_missing_dataset_is_one_line(tmp_path):
+    with pytest.raises(UserError, match="dataset .* does not exist"):
+        count_tokens(tmp_path / "nope.jsonl", "someone/Remote-Model", tmp_path)

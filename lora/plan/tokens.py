@@ -1,12 +1,12 @@
 """Token counts of a dataset: the base model's own tokenizer when it is on disk, else a stated estimate."""
 from __future__ import annotations
 
-import json
 import math
 import random
 from dataclasses import dataclass
 from pathlib import Path
 
+from lora.jsonl import read_jsonl
 from lora.plan.constants import DEFAULT_CHARS_PER_TOKEN
 
 
@@ -18,14 +18,6 @@ class TokenCount:
     lengths: tuple[int, ...]
     method: str  # "tokenizer <path>" or "estimate: 4.0 chars/token"
     estimated: bool
-
-
-def _row_text(row: dict) -> str:
-    if "context" in row or "target" in row:  # FinLoRA's format
-        return f"{row.get('context', '')}{row.get('target', '')}"
-    if isinstance(row.get("messages"), list):
-        return "\n".join(str(m.get("content", "")) for m in row["messages"] if isinstance(m, dict))
-    return "\n".join(v for v in row.values() if isinstance(v, str))
 
 
 def _local_tokenizer_dir(base_model: str, repo_root: Path) -> Path | None:
@@ -56,13 +48,10 @@ def count_tokens(
     """Tokens per row with the base model's own tokenizer when it is on disk, else chars / chars_per_token.
 
     Counts the raw row text (FinLoRA's context + target); the prompt template adds a few tokens per row
-    that are not counted here.
+    that are not counted here. Rows are read by lora.jsonl.read_jsonl: a missing file, a bad line or a
+    row without string context/target is a one-line UserError naming file:line.
     """
-    texts = [
-        _row_text(json.loads(line))
-        for line in Path(dataset_path).read_text(encoding="utf-8").splitlines()
-        if line.strip()
-    ]
+    texts = [row["context"] + row["target"] for _, row in read_jsonl(dataset_path, ("context", "target"), "dataset")]
     tok_dir = _local_tokenizer_dir(base_model, repo_root)
     lengths: list[int] | None = None
     method = ""
