@@ -11,6 +11,10 @@ This package is the estimator behind those commands, as pure functions:
     plan   = estimate(inputs, arch)                       # estimate.py (memory.py + schedule.py)
     print(format_plan(plan)); plan_to_json(plan); checkpoint_interval_steps(plan, minutes=30)  # output.py
 
+or, for a registry entry, all of the above at once (for_entry.py, what the CLI calls):
+
+    plan = plan_for_entry(registry, entry, num_gpus=4, num_machines=1, usd_per_gpu_hour=None)
+
 Memory is counted part by part, per GPU, in GiB (2**30 bytes, what torch and nvidia-smi call "GB"),
 for two moments of a run: the *setup* transient (weights being cast between dtypes while the model
 is prepared) and the *training* step (resident weights + LoRA state + activations + logits). The
@@ -38,6 +42,7 @@ from lora.plan.constants import (
 )
 from lora.plan.estimate import Plan, Suggestion, estimate
 from lora.plan.facts import FACTS_PATH, MissingFacts, ModelArch, arch_from_config, load_arch, load_facts_table
+from lora.plan.for_entry import plan_for_entry
 from lora.plan.inputs import PlanInputs, inputs_from_profile
 from lora.plan.memory import MemoryEstimate, estimate_memory, lora_trainable_params, memory_parts
 from lora.plan.output import format_plan, plan_to_json
@@ -51,6 +56,6 @@ __all__ = [
     "MemoryEstimate", "MissingFacts", "ModelArch", "Plan", "PlanInputs", "Suggestion", "TokenCount",
     "arch_from_config", "checkpoint_interval_steps", "count_tokens", "estimate", "estimate_memory",
     "flops_per_token", "format_plan", "inputs_from_profile", "load_arch", "load_facts_table",
-    "lora_trainable_params", "memory_parts", "padding_factor", "plan_to_json", "steps_and_tokens",
+    "lora_trainable_params", "memory_parts", "padding_factor", "plan_for_entry", "plan_to_json", "steps_and_tokens",
     "time_and_cost",
 ]
