@@ -57,3 +57,42 @@ def test_incomplete_config_is_refused_not_guessed(tmp_path):
     (tmp_path / "m" / "config.json").write_text(json.dumps({"hidden_size": 64, "vocab_size": 10}))
     with pytest.raises(MissingFacts, match="intermediate_size"):
         load_arch("m", tmp_path)
+
+
+def test_missing_facts_message_is_one_line_even_for_a_name_with_line_breaks(tmp_path):
+    with pytest.raises(MissingFacts) as err:
+        load_arch("evil\nmodel\r\nname", tmp_path)
+    assert "\n" not in str(err.value) and "\r" not in str(err.value) and "evil" in str(err.value)
+
+
+@pytest.mark.parametrize("text, says", [
+    ("{not json", "cannot be read as JSON (JSONDecodeError"),
+    (b"\xff\xfe\x00", "cannot be read as JSON (UnicodeDecodeError"),
+    ("[1, 2, 3]", "is not a config object"),
+    ('{"text_config": [1], "hidden_size": 64}', "is not a config object"),
+    ('{"hidden_size": "64", "intermediate_size": 128, "num_hidden_layers": 2, "num_attention_heads": 4, '
+     '"vocab_size": 100}', "lacks hidden_size"),
+    ('{"hidden_size": true, "intermediate_size": 128, "num_hidden_layers": 2, "num_attention_heads": 4, '
+     '"vocab_size": 100}', "lacks hidden_size"),
+    ('{"hidden_size": 64, "intermediate_size": 128, "num_hidden_layers": 2, "num_attention_heads": 4, '
+     '"vocab_size": 1' + "0" * 400 + '}', "lacks vocab_size"),
+    ('{"hidden_size": 64, "intermediate_size": 128, "num_hidden_layers": 2, "num_attention_heads": 4, '
+     '"vocab_size": 100, "head_dim": "16"}', "head_dim '16' is not a positive integer"),
+    ('{"hidden_size": 64, "intermediate_size": 128, "num_hidden_layers": 2, "num_attention_heads": 4, '
+     '"vocab_size": 100, "num_key_value_heads": -2}', "num_key_value_heads -2 is not a positive integer"),
+])
+def test_hostile_config_json_is_refused_in_one_line(tmp_path, text, says):
+    (tmp_path / "m").mkdir()
+    target = tmp_path / "m" / "config.json"
+    target.write_bytes(text if isinstance(text, bytes) else text.encode())
+    with pytest.raises(MissingFacts) as err:
+        load_arch("m", tmp_path)
+    assert says in str(err.value) and "\n" not in str(err.value)
+
+
+def test_a_name_too_long_for_the_file_system_is_looked_up_in_the_table(tmp_path):
+    with pytest.raises(MissingFacts, match="cannot plan for 'xxxx") as err:  # not OSError: name too long
+        load_arch("x" * 5000, tmp_path)
+    assert len(str(err.value)) <= 600
+    with pytest.raises(MissingFacts, match="looked: no config.json at"):
+        load_arch("~no_such_user_here/model", tmp_path)

@@ -52,3 +52,15 @@ def test_count_tokens_names_file_and_line_of_a_bad_row(tmp_path, line, says):
 def test_count_tokens_of_a_missing_dataset_is_one_line(tmp_path):
     with pytest.raises(UserError, match="dataset .* does not exist"):
         count_tokens(tmp_path / "nope.jsonl", "someone/Remote-Model", tmp_path)
+
+
+def test_padding_factor_of_empty_rows_is_one():
+    assert padding_factor([0, 0, 0], 2, 4096) == 1.0
+    assert padding_factor([], 2, 4096) == 1.0
+
+
+def test_count_tokens_with_a_name_too_long_for_the_file_system_estimates(tmp_path):
+    data = tmp_path / "d.jsonl"
+    data.write_text('{"context": "abcd", "target": "efgh"}\n')
+    tc = count_tokens(data, "x" * 5000, tmp_path)
+    assert tc.estimated and (tc.rows, tc.tokens) == (1, 2)

@@ -5,11 +5,16 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
+from lora.errors import one_line
+
 FACTS_PATH = Path(__file__).resolve().parent / "model_facts.json"
 
 
 class MissingFacts(LookupError):
-    """The architecture facts needed for a plan are not available locally. Never guessed."""
+    """The architecture facts needed for a plan are not available locally. Never guessed. One line."""
+
+    def __init__(self, message: str):
+        super().__init__(one_line(message))
 
 
 @dataclass(frozen=True)
@@ -79,14 +84,32 @@ def _derived_total(h: int, i: int, layers: int, q_dim: int, kv_dim: int, vocab: 
 # HF's class defaults when a saved config omits the key (save_pretrained writes only non-defaults).
 _TIE_DEFAULT_FALSE = {"llama", "mistral", "mixtral", "qwen2", "qwen3", "gemma"}
 _REQUIRED = ("hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads", "vocab_size")
+_OPTIONAL = ("num_key_value_heads", "head_dim", "total_params")  # HF defaults them when absent (or null)
+_MAX_FACT = 2**50  # no real dimension or parameter count comes near; keeps every product a finite float
+
+
+def _fact_ok(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and 0 < value <= _MAX_FACT
+
+
+def _merged_config(config, source: str) -> dict:
+    """The config with a multimodal model's text_config folded in (top-level keys win)."""
+    text = config.get("text_config") if isinstance(config, dict) else None
+    if not isinstance(config, dict) or not isinstance(text or {}, dict):
+        raise MissingFacts(f"{source} is not a config object (expected {{\"hidden_size\": ..., ...}})")
+    return dict(text or {}, **{k: v for k, v in config.items() if k != "text_config"})
 
 
 def arch_from_config(config: dict, source: str = "config.json") -> ModelArch:
     """ModelArch from a HF config.json dict (or a model_facts.json entry). Raises MissingFacts."""
-    cfg = dict(config.get("text_config") or {}, **{k: v for k, v in config.items() if k != "text_config"})
-    missing = [k for k in _REQUIRED if not isinstance(cfg.get(k), int) or cfg.get(k) <= 0]
+    cfg = _merged_config(config, source)
+    missing = [k for k in _REQUIRED if not _fact_ok(cfg.get(k))]
     if missing:
-        raise MissingFacts(f"{source} lacks {', '.join(missing)} (needed: {', '.join(_REQUIRED)})")
+        raise MissingFacts(f"{source} lacks {', '.join(missing)} as positive integers "
+                           f"(needed: {', '.join(_REQUIRED)})")
+    bad = [k for k in _OPTIONAL if cfg.get(k) is not None and not _fact_ok(cfg.get(k))]
+    if bad:
+        raise MissingFacts(f"{source}: {', '.join(f'{k} {cfg[k]!r}' for k in bad)} is not a positive integer")
     h, heads = cfg["hidden_size"], cfg["num_attention_heads"]
     # HF documents num_key_value_heads defaulting to num_attention_heads (plain multi-head attention).
     kv_heads = cfg.get("num_key_value_heads") or heads
@@ -119,10 +142,27 @@ def load_facts_table(path: Path = FACTS_PATH) -> dict:
     return json.loads(Path(path).read_text(encoding="utf-8"))
 
 
-def _local_folder(base_model: str, repo_root: Path) -> Path:
+def local_model_folder(base_model: str, repo_root: Path) -> Path:
     """A recipe's base_model as a folder: absolute, or relative to the repo root as recipes write it."""
-    local = Path(base_model).expanduser()
+    try:
+        local = Path(base_model).expanduser()
+    except RuntimeError:  # "~someone/..." naming no user: taken literally
+        local = Path(base_model)
     return local if local.is_absolute() else Path(repo_root) / local
+
+
+def _is_file(path: Path) -> bool:
+    try:
+        return path.is_file()
+    except OSError:  # a name no file system takes (too long): not a local folder
+        return False
+
+
+def _read_config(path: Path) -> dict:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError, RecursionError) as exc:
+        raise MissingFacts(f"{path} cannot be read as JSON ({type(exc).__name__}: {exc})") from None
 
 
 def _table_key(base_model: str, models: dict, aliases: dict) -> str:
@@ -136,9 +176,9 @@ def _table_key(base_model: str, models: dict, aliases: dict) -> str:
 def load_arch(base_model: str, repo_root: Path, facts_path: Path = FACTS_PATH) -> ModelArch:
     """Facts from <base_model>/config.json when it is a local folder, else from the shipped table."""
     looked: list[str] = []
-    config_file = _local_folder(base_model, repo_root) / "config.json"
-    if config_file.is_file():
-        return arch_from_config(json.loads(config_file.read_text(encoding="utf-8")), source=str(config_file))
+    config_file = local_model_folder(base_model, repo_root) / "config.json"
+    if _is_file(config_file):
+        return arch_from_config(_read_config(config_file), source=str(config_file))
     looked.append(f"no config.json at {config_file}")
     table = load_facts_table(facts_path)
     models, aliases = table.get("models", {}), table.get("aliases", {})

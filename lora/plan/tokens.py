@@ -8,6 +8,7 @@ from pathlib import Path
 
 from lora.jsonl import read_jsonl
 from lora.plan.constants import DEFAULT_CHARS_PER_TOKEN
+from lora.plan.facts import local_model_folder
 
 
 @dataclass(frozen=True)
@@ -21,11 +22,12 @@ class TokenCount:
 
 
 def _local_tokenizer_dir(base_model: str, repo_root: Path) -> Path | None:
-    local = Path(base_model).expanduser()
-    if not local.is_absolute():
-        local = Path(repo_root) / local
+    local = local_model_folder(base_model, repo_root)
     names = ("tokenizer.json", "tokenizer.model", "tokenizer_config.json")
-    return local if local.is_dir() and any((local / n).is_file() for n in names) else None
+    try:
+        return local if local.is_dir() and any((local / n).is_file() for n in names) else None
+    except OSError:  # a name no file system takes (too long): not a local folder
+        return None
 
 
 def _tokenizer_lengths(texts: list[str], tok_dir: Path) -> tuple[list[int] | None, str]:
@@ -81,4 +83,5 @@ def padding_factor(lengths: tuple[int, ...] | list[int], micro_batch_size: int, 
     random.Random(seed).shuffle(order)
     padded = sum(max(order[i : i + micro_batch_size]) * len(order[i : i + micro_batch_size])
                  for i in range(0, len(order), micro_batch_size))
-    return padded / sum(order)
+    real = sum(order)
+    return padded / real if real else 1.0
