@@ -25,4 +25,8 @@ DORA_TIME_FACTOR = 15.9 / 14.9
 LOGITS_BYTES_16BIT = 2 + 4 + 4
 LOGITS_BYTES_FP32 = 4 + 4
 
+# Upper bound of every count the planner takes (batch, accumulation, sequence_len, steps, rows, tokens,
+# GPUs): far beyond any real run, and small enough that every product of them stays a finite float.
+MAX_COUNT = 10**15
+
 LINEAR_MODULES = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")

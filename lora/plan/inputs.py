@@ -3,37 +3,39 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from lora.plan.constants import DEFAULT_UTILISATION, LINEAR_MODULES
+from lora.errors import UserError, one_line
+from lora.plan.constants import DEFAULT_UTILISATION, LINEAR_MODULES, MAX_COUNT
 from lora.plan.tokens import TokenCount, padding_factor
 
 
 class PlanInputs(BaseModel):
     """Everything the estimate depends on. Built by the CLI from a recipe + its hardware profile."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # No inf/nan anywhere, and counts bounded, so every figure of the estimate stays a finite float.
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
     base_model: str
     quant_bits: Literal[4, 8, 16, 32] = 16  # 32 = fp32 weights (the CPU profile)
-    lora_r: int = Field(gt=0)
+    lora_r: int = Field(gt=0, le=MAX_COUNT)
     target_modules: list[str] | Literal["all-linear"] = "all-linear"
     use_dora: bool = False
-    lora_dropout: float = 0.05
-    micro_batch_size: int = Field(gt=0)
-    gradient_accumulation_steps: int = Field(default=1, gt=0)
-    sequence_len: int = Field(gt=0)
+    lora_dropout: float = Field(default=0.05, ge=0, lt=1)
+    micro_batch_size: int = Field(gt=0, le=MAX_COUNT)
+    gradient_accumulation_steps: int = Field(default=1, gt=0, le=MAX_COUNT)
+    sequence_len: int = Field(gt=0, le=MAX_COUNT)
     num_epochs: float = Field(default=1.0, gt=0)
-    max_steps: int | None = None
+    max_steps: int | None = Field(default=None, gt=0, le=MAX_COUNT)
     sample_packing: bool = False
     gradient_checkpointing: bool = True
     zero_stage: Literal[0, 1, 2, 3] | None = None  # None = no DeepSpeed; 0 = DeepSpeed without sharding
-    num_gpus: int = Field(default=1, gt=0)  # processes per machine (GPUs; 1 on CPU)
-    num_machines: int = Field(default=1, gt=0)
+    num_gpus: int = Field(default=1, gt=0, le=MAX_COUNT)  # processes per machine (GPUs; 1 on CPU)
+    num_machines: int = Field(default=1, gt=0, le=MAX_COUNT)
     accelerator: Literal["cuda", "cpu"] = "cuda"
-    gpu_memory_gb: float | None = None  # per GPU (GiB); None = unknown, fits is then None
-    gpu_tflops: float | None = None  # dense 16-bit peak per GPU; None = no time estimate
-    usd_per_gpu_hour: float | None = None
+    gpu_memory_gb: float | None = Field(default=None, gt=0)  # per GPU (GiB); None = unknown, fits is then None
+    gpu_tflops: float | None = Field(default=None, gt=0)  # dense 16-bit peak per GPU; None = no time estimate
+    usd_per_gpu_hour: float | None = Field(default=None, ge=0)  # finite: no inf/nan
     utilisation: float = Field(default=DEFAULT_UTILISATION, gt=0, le=1)
     optimizer_8bit: bool = False
     attention: Literal["flash", "sdpa", "eager"] = "flash"
@@ -43,17 +45,21 @@ class PlanInputs(BaseModel):
     #     every non-quantised tensor to fp32; DeepSpeed (zero_stage not None) casts back to 16-bit;
     #  "none": weights stay as loaded.
     setup_upcast: Literal["embeddings", "all_unquantized", "none"] = "embeddings"
-    dataset_rows: int = Field(ge=0)
-    dataset_tokens: int = Field(ge=0)
-    max_row_tokens: int | None = None  # longest row: sets the activation peak without packing
-    padding_factor: float | None = None  # padded/real tokens without packing; None = 1.0 (stated)
+    dataset_rows: int = Field(ge=0, le=MAX_COUNT)
+    dataset_tokens: int = Field(ge=0, le=MAX_COUNT)
+    # longest row: sets the activation peak without packing
+    max_row_tokens: int | None = Field(default=None, ge=0, le=MAX_COUNT)
+    # padded/real tokens without packing; None = 1.0 (stated)
+    padding_factor: float | None = Field(default=None, gt=0)
     token_method: str = "given"
 
     @field_validator("target_modules", mode="before")
     @classmethod
     def _split(cls, v):
         if isinstance(v, str) and v != "all-linear":
-            return [m.strip() for m in v.split(",") if m.strip()]
+            v = [m.strip() for m in v.split(",") if m.strip()]
+        if isinstance(v, list) and not v:
+            raise ValueError('no module named; give names such as "q_proj,v_proj" or "all-linear"')
         return v
 
     @property
@@ -96,7 +102,25 @@ def inputs_from_profile(profile, *, tokens: TokenCount | None = None, **override
         )
         seq = overrides.get("sequence_len")
         mb = overrides.get("micro_batch_size")
-        if seq and mb and not overrides.get("sample_packing", fields["sample_packing"]):
+        if _positive_int(seq) and _positive_int(mb) and not overrides.get("sample_packing", fields["sample_packing"]):
             fields["padding_factor"] = padding_factor(tokens.lengths, mb, seq)
     fields.update(overrides)
-    return PlanInputs(**fields)
+    try:
+        return PlanInputs(**fields)
+    except ValidationError as exc:
+        raise UserError(describe_invalid(exc)) from None
+
+
+def _positive_int(v) -> bool:
+    return isinstance(v, int) and 0 < v <= MAX_COUNT
+
+
+def describe_invalid(exc: ValidationError) -> str:
+    """One line for the user: which inputs the planner refuses and why (pydantic's text is multi-line)."""
+    parts = []
+    for err in exc.errors():
+        loc = ".".join(str(p) for p in err["loc"][:1])  # the field; the union branch pydantic adds is noise
+        got = repr(err.get("input"))
+        got = got if len(got) <= 60 else got[:57] + "..."
+        parts.append(f"{loc} {err['msg'].removeprefix('Value error, ')} (got {got})")
+    return one_line("cannot plan: " + "; ".join(dict.fromkeys(parts)))
