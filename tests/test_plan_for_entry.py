@@ -5,12 +5,21 @@
 from __future__ import annotations
 
 import json
+import math
 
 import pytest
 
 from lora.errors import UserError
 from lora.fsutil import REPO_ROOT
-from lora.plan import MissingFacts, count_tokens, estimate, format_plan, inputs_from_profile, plan_for_entry
+from lora.plan import (
+    MissingFacts,
+    count_tokens,
+    estimate,
+    format_plan,
+    inputs_from_profile,
+    plan_for_entry,
+    plan_to_json,
+)
 from lora.profiles import PROFILES
 from lora.registry import load_registry
 from tests.conftest import FPB_TRAIN
@@ -93,3 +102,34 @@ def test_relative_local_base_model_resolves_against_the_registry_folder(tmp_path
     reg, entry = _registry(tmp_path, base_model="./tiny")
     plan = plan_for_entry(reg, entry, num_gpus=1)
     assert plan.inputs.base_model == str(folder) and plan.arch.hidden_size == 64
+
+
+def test_module_the_model_lacks_is_a_one_line_user_error(tmp_path):
+    reg, entry = _registry(tmp_path, target_modules=["nonexistent_proj"])
+    with pytest.raises(UserError) as err:
+        plan_for_entry(reg, entry, num_gpus=1)
+    msg = str(err.value)
+    assert "nonexistent_proj" in msg and "q_proj, k_proj, v_proj" in msg and "\n" not in msg
+
+
+@pytest.mark.parametrize("price", [float("nan"), float("inf"), -1.0])
+def test_bad_price_is_a_one_line_user_error(tmp_path, price):
+    reg, entry = _registry(tmp_path)
+    with pytest.raises(UserError) as err:
+        plan_for_entry(reg, entry, num_gpus=1, usd_per_gpu_hour=price)
+    assert "usd_per_gpu_hour" in str(err.value) and "\n" not in str(err.value)
+
+
+def test_huge_recipe_values_plan_in_finite_numbers(tmp_path):
+    reg, entry = _registry(tmp_path, num_epochs=1e6, batch_size=10**9, gradient_accumulation_steps=10**9,
+                           sequence_len=131072, sample_packing=False)
+    plan = plan_for_entry(reg, entry, num_gpus=4, usd_per_gpu_hour=1e300)
+    assert json.loads(json.dumps(plan_to_json(plan), allow_nan=False))["steps"] == 1
+    assert math.isfinite(plan.cost_usd) and math.isfinite(plan.peak_gb_per_gpu)
+
+
+def test_overflowing_price_is_a_one_line_user_error(tmp_path):
+    reg, entry = _registry(tmp_path, num_epochs=1e6)
+    with pytest.raises(UserError) as err:
+        plan_for_entry(reg, entry, num_gpus=4, usd_per_gpu_hour=1e308)
+    assert "overflows" in str(err.value) and "\n" not in str(err.value)

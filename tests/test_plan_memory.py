@@ -6,7 +6,8 @@ from __future__ import annotations
 
 import pytest
 
-from lora.plan import PlanInputs, estimate
+from lora.errors import UserError
+from lora.plan import PlanInputs, estimate, lora_trainable_params
 from tests.test_plan_helpers import LLAMA8B, arch_8b, axolotl_inputs
 
 
@@ -101,3 +102,15 @@ def test_zero3_shards_the_base_weights_and_zero2_does_not(llama8b):
     z2 = estimate(axolotl_inputs(zero_stage=2), llama8b).parts["base_weights"]
     z3 = estimate(axolotl_inputs(zero_stage=3), llama8b).parts["base_weights"]
     assert z3 < z2 / 3
+
+
+@pytest.mark.parametrize("modules", [["nonexistent_proj"], ["q_proj", "nonexistent_proj"], "q_proj,lm_head"])
+def test_target_module_the_model_lacks_is_a_one_line_user_error(modules, llama8b):
+    missing = "lm_head" if isinstance(modules, str) else "nonexistent_proj"
+    with pytest.raises(UserError) as err:
+        estimate(axolotl_inputs(target_modules=modules), llama8b)
+    msg = str(err.value)
+    assert f"has no linear module {missing}" in msg and LLAMA8B in msg and "\n" not in msg
+    assert "q_proj, k_proj, v_proj, o_proj, gate_proj, up_proj, down_proj" in msg
+    with pytest.raises(UserError, match=missing):
+        lora_trainable_params(axolotl_inputs(target_modules=modules), llama8b)

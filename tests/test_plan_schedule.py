@@ -4,11 +4,14 @@
 """
 from __future__ import annotations
 
+import dataclasses
+import json
 import math
 
 import pytest
 
-from lora.plan import PlanInputs, checkpoint_interval_steps, estimate, inputs_from_profile
+from lora.errors import UserError
+from lora.plan import PlanInputs, checkpoint_interval_steps, estimate, format_plan, inputs_from_profile, plan_to_json
 from lora.profiles import PROFILES
 from tests.test_plan_helpers import LLAMA8B, arch_8b, axolotl_inputs
 
@@ -94,3 +97,56 @@ def finlora_catalogue_hours(arch) -> dict[str, float]:
             total += estimate(i, arch).hours
         out[method] = total
     return out
+
+
+def _finite_or_one_line(**kw):
+    """Plan, text and strict JSON for absurd inputs: every number finite, or one UserError line."""
+    try:
+        plan = estimate(axolotl_inputs(sample_packing=False, **kw), arch_8b())
+    except UserError as exc:
+        assert "\n" not in str(exc) and str(exc).startswith("cannot plan:")
+        return str(exc)
+    payload = json.dumps(plan_to_json(plan), allow_nan=False)  # ValueError on inf/nan
+    format_plan(plan)
+    numbers = [plan.flops, plan.peak_gb_per_gpu, *plan.parts.values()]
+    numbers += [x for x in (plan.seconds, plan.hours, plan.cost_usd) if x is not None]
+    assert all(math.isfinite(x) for x in numbers) and plan.steps >= 1, payload
+    return plan
+
+
+@pytest.mark.parametrize("kw", [
+    {"num_epochs": 1e6},
+    {"micro_batch_size": 10**9},
+    {"gradient_accumulation_steps": 10**9},
+    {"sequence_len": 131072},
+    {"usd_per_gpu_hour": 1e300},
+    {"num_epochs": 1e6, "micro_batch_size": 10**9, "gradient_accumulation_steps": 10**9, "sequence_len": 131072,
+     "usd_per_gpu_hour": 1e300, "max_row_tokens": 131072},
+    {"max_steps": 10**15, "micro_batch_size": 10**9, "gradient_accumulation_steps": 10**9},
+])
+def test_huge_values_give_finite_figures(kw):
+    plan = _finite_or_one_line(**kw)
+    assert not isinstance(plan, str), plan
+
+
+def test_huge_epochs_give_exact_steps():
+    plan = _finite_or_one_line(num_epochs=1e6, dataset_rows=1000, micro_batch_size=4, gradient_accumulation_steps=2)
+    assert plan.steps == math.ceil(1000 * 1e6 / (4 * 2 * 4))
+
+
+@pytest.mark.parametrize("kw, names", [
+    ({"num_epochs": 1e300}, "num_epochs 1e+300"),
+    ({"num_epochs": 1e300, "dataset_rows": 10**15, "dataset_tokens": 10**15}, "num_epochs 1e+300"),
+    ({"usd_per_gpu_hour": 1e308, "num_epochs": 1e6}, "$1e+308/GPU-hour"),
+    ({"gpu_tflops": 1e-310}, "1e-310 TFLOPS"),
+])
+def test_overflowing_figures_are_one_line_errors(kw, names):
+    msg = _finite_or_one_line(**kw)
+    assert isinstance(msg, str) and "overflows" in msg and names in msg
+
+
+def test_checkpoint_interval_survives_a_vanishing_step_time(llama8b):
+    p = estimate(axolotl_inputs(), llama8b)
+    tiny = dataclasses.replace(p, steps=10**300, seconds=1e-20)
+    assert checkpoint_interval_steps(tiny) == 10**300
+    assert checkpoint_interval_steps(dataclasses.replace(p, seconds=-1.0)) == p.steps

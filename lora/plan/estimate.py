@@ -122,7 +122,8 @@ def _assumptions(inputs: PlanInputs, arch: ModelArch) -> dict:
         "tokens": inputs.token_method,
         "padding_factor": round(inputs.padding_factor, 3) if inputs.padding_factor else None,
         "packing_efficiency": PACKING_EFFICIENCY if inputs.sample_packing else None,
-        "flops_per_token": "fwd 2N + bwd 2N (frozen base: input grads only) + recompute 2N if checkpointing + attention",
+        "flops_per_token": "fwd 2N + bwd 2N (frozen base: input grads only) + recompute 2N if checkpointing"
+                           " + attention",
         "cuda_context_gb": CUDA_CONTEXT_GIB if inputs.accelerator == "cuda" else None,
         "allocator_slack": ALLOCATOR_SLACK if inputs.accelerator == "cuda" else None,
         "setup_upcast": inputs.setup_upcast,

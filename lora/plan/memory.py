@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from lora.errors import UserError
 from lora.plan.constants import (
     ALLOCATOR_SLACK,
     CPU_RUNTIME_GIB,
@@ -19,11 +20,18 @@ from lora.plan.facts import ModelArch
 from lora.plan.inputs import PlanInputs
 
 
-def lora_trainable_params(inputs: PlanInputs, arch: ModelArch) -> int:
+def check_target_modules(inputs: PlanInputs, arch: ModelArch) -> None:
+    """UserError (one line) naming the modules the model lacks and the linear modules it has."""
     shapes = arch.module_shapes()
     unknown = [m for m in inputs.modules() if m not in shapes]
     if unknown:
-        raise ValueError(f"unknown target modules {unknown}; known: {', '.join(shapes)} or all-linear")
+        raise UserError(f"target_modules: {inputs.base_model} has no linear module {', '.join(unknown)}; "
+                        f"its linear modules are {', '.join(shapes)} (or all-linear)")
+
+
+def lora_trainable_params(inputs: PlanInputs, arch: ModelArch) -> int:
+    check_target_modules(inputs, arch)
+    shapes = arch.module_shapes()
     per_layer = sum(inputs.lora_r * (shapes[m][0] + shapes[m][1]) for m in inputs.modules())
     if inputs.use_dora:
         per_layer += sum(shapes[m][1] for m in inputs.modules())  # DoRA's magnitude vector
@@ -72,7 +80,8 @@ def _base_weight_bytes(inputs: PlanInputs, arch: ModelArch, notes: list[str]) ->
         # the layer being computed is gathered in full, and the next one prefetched
         base += 2 * (arch.linear_params_per_layer * (linear_b / max(arch.linear_params, 1)))
         if inputs.quant_bits == 8:
-            notes.append("ZeRO-3 cannot partition bitsandbytes int8 weights; use 4-bit (quant storage bf16) with ZeRO-3")
+            notes.append("ZeRO-3 cannot partition bitsandbytes int8 weights; "
+                         "use 4-bit (quant storage bf16) with ZeRO-3")
     return base
 
 

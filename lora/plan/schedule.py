@@ -4,6 +4,7 @@ from __future__ import annotations
 import math
 from typing import TYPE_CHECKING
 
+from lora.errors import UserError
 from lora.plan.constants import DORA_TIME_FACTOR, PACKING_EFFICIENCY
 from lora.plan.facts import ModelArch
 from lora.plan.inputs import PlanInputs
@@ -11,6 +12,15 @@ from lora.plan.memory import lora_trainable_params
 
 if TYPE_CHECKING:
     from lora.plan.estimate import Plan
+
+
+def _finite(value: float, what: str, inputs: PlanInputs, hint: str) -> float:
+    """The figure itself, or a one-line UserError when it overflows a float (absurd inputs)."""
+    if not math.isfinite(value):
+        raise UserError(f"cannot plan: {what} overflows (num_epochs {inputs.num_epochs:g}, max_steps "
+                        f"{inputs.max_steps}, micro batch {inputs.micro_batch_size} x accum "
+                        f"{inputs.gradient_accumulation_steps} x {inputs.world_size} GPUs); {hint}")
+    return value
 
 
 def steps_and_tokens(inputs: PlanInputs) -> tuple[int, int, int, list[str]]:
@@ -36,9 +46,13 @@ def steps_and_tokens(inputs: PlanInputs) -> tuple[int, int, int, list[str]]:
         steps = inputs.max_steps
         processed = steps * global_batch * per_sample * pad
     else:
-        steps = math.ceil(samples * inputs.num_epochs / global_batch) if samples else 0
+        epochs_of_samples = _finite(samples * inputs.num_epochs, "the number of samples", inputs, _FEWER)
+        steps = math.ceil(epochs_of_samples / global_batch) if samples else 0
         processed = tokens * inputs.num_epochs * pad
-    return samples, steps, int(round(processed)), notes
+    return samples, steps, int(round(_finite(processed, "the token count", inputs, _FEWER))), notes
+
+
+_FEWER = "give fewer epochs or steps"
 
 
 def flops_per_token(inputs: PlanInputs, arch: ModelArch, ctx: float) -> float:
@@ -63,7 +77,8 @@ def total_flops(inputs: PlanInputs, arch: ModelArch, tokens: int) -> float:
     """FLOPs for `tokens` processed tokens; attention cost follows the rows' own length (packed rows
     attend only within themselves: varlen)."""
     ctx = inputs.dataset_tokens / inputs.dataset_rows if inputs.dataset_rows else inputs.sequence_len
-    return flops_per_token(inputs, arch, min(ctx, inputs.sequence_len)) * tokens
+    flops = flops_per_token(inputs, arch, min(ctx, inputs.sequence_len)) * tokens
+    return _finite(flops, "the FLOP count", inputs, _FEWER)
 
 
 def time_and_cost(inputs: PlanInputs, flops: float) -> tuple[float | None, float | None, float | None]:
@@ -73,10 +88,13 @@ def time_and_cost(inputs: PlanInputs, flops: float) -> tuple[float | None, float
     seconds = flops / (inputs.world_size * inputs.gpu_tflops * 1e12 * inputs.utilisation)
     if inputs.use_dora:
         seconds *= DORA_TIME_FACTOR
+    _finite(seconds, f"the time at {inputs.gpu_tflops:g} TFLOPS", inputs, "give a realistic TFLOPS figure")
     hours = seconds / 3600
     cost = None
     if inputs.usd_per_gpu_hour is not None:
         cost = hours * inputs.world_size * inputs.usd_per_gpu_hour
+        price = f"${inputs.usd_per_gpu_hour:g}/GPU-hour"
+        _finite(cost, f"the cost at {price}", inputs, "give a realistic price per GPU-hour")
     return seconds, hours, cost
 
 
@@ -89,4 +107,5 @@ def checkpoint_interval_steps(plan: Plan, minutes: float = 30) -> int:
     if not plan.seconds:
         return max(1, math.ceil(plan.steps / 10))
     per_step = plan.seconds / plan.steps
-    return max(1, min(plan.steps, int(minutes * 60 // per_step)))
+    steps = minutes * 60 // per_step if per_step > 0 else math.inf
+    return plan.steps if not math.isfinite(steps) else max(1, min(plan.steps, int(steps)))
