@@ -1,0 +1,33 @@
+"""The plan as text and JSON (lora/plan/output.py).
+
+    .venv/bin/python -m pytest tests/test_plan_output.py -q
+"""
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from lora.fsutil import REPO_ROOT
+from lora.plan import estimate, format_plan, load_arch, plan_to_json
+from tests.test_plan_helpers import arch_8b, axolotl_inputs
+
+
+@pytest.fixture(scope="module")
+def llama8b():
+    return arch_8b()
+
+
+def test_json_has_the_keys_scripts_read(llama8b):
+    j = plan_to_json(estimate(axolotl_inputs(), llama8b))
+    for key in ("peak_gb_per_gpu", "steps", "hours", "cost_usd", "fits", "parts", "assumptions", "suggestion"):
+        assert key in j
+    assert j["assumptions"]["utilisation"] == 0.35
+    json.dumps(j)  # serialisable as is
+
+
+def test_format_plan_says_does_not_fit_with_the_change(llama8b):
+    a70 = load_arch("meta-llama/Llama-3.1-70B-Instruct", REPO_ROOT)
+    text = format_plan(estimate(axolotl_inputs(base_model="meta-llama/Llama-3.1-70B-Instruct"), a70))
+    assert "DOES NOT FIT" in text and "cheapest change that fits" in text
+    assert "fits: yes" in format_plan(estimate(axolotl_inputs(quant_bits=4), llama8b))
