@@ -1,19 +1,183 @@
-"""End to end on the bundled SmolLM2-135M with throwaway adapters (slow: generates on CPU, ~1-2 min).
+"""eval/runner.py: planning, resume fingerprints and error rows with a stand-in engine (fast), and end to end
+on the bundled SmolLM2-135M with throwaway adapters (slow: generates on CPU, ~1-2 min).
 
-    .venv/bin/python -m pytest tests/test_eval_run.py -q -m slow
+    .venv/bin/python -m pytest tests/test_eval_runner.py -q               # fast ones
+    .venv/bin/python -m pytest tests/test_eval_runner.py -q -m slow       # end to end
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import shutil
+from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
-pytestmark = pytest.mark.slow
+import eval.engine as engine
+from eval.cli import main
+from eval.discovery import discover, group_by_base
+from eval.fixtures import BUNDLED_REF, run_record
+from eval.fixtures import make_fake_adapter as fake_adapter
+from eval.runner import Settings, plan_group
+from eval.tasks import load_registry, load_task_data
+from lora.run_record import RunRecord
 
 TASKS = "fpb,formula"
 LIMIT = 3
+
+
+# ---------------------------------------------------------------- planning (pure)
+
+
+def test_grouping_and_base_rows_follow_adapter_prompts(tmp_path):
+    fake_adapter(tmp_path / "a", run=run_record("a", prompt_format="chatml"))
+    fake_adapter(tmp_path / "b", run=run_record("b", prompt_format="chatml"))
+    fake_adapter(tmp_path / "c")  # no run.json: finlora_inst
+    fake_adapter(tmp_path / "other", base="someone/missing-model")
+    adapters = discover([tmp_path])
+    groups = group_by_base(adapters)
+    assert [len(g.adapters) for g in groups] == [3, 1]
+    datas = {"fpb": load_task_data(load_registry()["fpb"])}
+    rows, pairs = plan_group(groups[0], datas, Settings(out=tmp_path), many_groups=False)
+    assert [r.name for r in rows] == ["base [chatml]", "base [finlora_inst]", "a", "b", "c"]
+    assert {(p.row, p.prompt_format, p.base_row) for p in pairs} == {
+        ("base [chatml]", "chatml", None), ("base [finlora_inst]", "finlora_inst", None),
+        ("a", "chatml", "base [chatml]"), ("b", "chatml", "base [chatml]"), ("c", "finlora_inst", "base [finlora_inst]"),
+    }
+    # one prompt in the group: a single row called "base"
+    rows, _ = plan_group(group_by_base(adapters[:2])[0], datas, Settings(out=tmp_path), many_groups=False)
+    assert [r.name for r in rows] == ["base", "a", "b"]
+    # a group whose base is not here: its adapters' error rows, no base row
+    rows, _ = plan_group(groups[1], datas, Settings(out=tmp_path), many_groups=True)
+    assert [r.name for r in rows] == ["other"]
+
+
+def test_broken_adapters_add_no_base_row(tmp_path):
+    (tmp_path / "bad").mkdir()
+    (tmp_path / "bad" / "adapter_config.json").write_text("[]")
+    datas = {"fpb": load_task_data(load_registry()["fpb"])}
+    for override in (None, BUNDLED_REF):  # its own no-base group, or on --base-model's
+        groups = group_by_base(discover([tmp_path / "bad"]), override)
+        planned = [plan_group(g, datas, Settings(out=tmp_path), many_groups=False) for g in groups]
+        assert [[r.name for r in rows] for rows, _ in planned] == [["bad"]]
+        assert [p.row for _, pairs in planned for p in pairs] == ["bad"]
+
+
+# ---------------------------------------------------------------- the run, with a stand-in engine (fast)
+
+
+class FakeHost:
+    """AdapterHost's interface; 'attaching' an adapter whose folder name starts with "broken" fails."""
+
+    def __init__(self, loaded):
+        self.loaded = loaded
+        self.attached: list[str] = []
+
+    def attach(self, name, path):
+        if Path(path).name.startswith("broken"):
+            raise RuntimeError("size mismatch for lora_A\n  copying a param with shape [4, 576]")
+        self.attached.append(name)
+
+    def detach(self, name):
+        self.attached.remove(name)
+
+    def model_for(self, adapter):
+        return adapter, contextlib.nullcontext()
+
+
+@pytest.fixture
+def fake_engine(monkeypatch):
+    """Records every generate() call as (model, number of prompts); answers "negative" / "3"."""
+    calls: list[tuple[str | None, int]] = []
+
+    def generate(model, tokenizer, prompts, max_new_tokens, stop_at_newline, batch_size, progress=None):
+        calls.append((model, len(prompts)))
+        return ["negative\n3"] * len(prompts), engine.GenStats(0.5, len(prompts), 0)
+
+    loaded = SimpleNamespace(tokenizer=None, load_seconds=0.1, dtype="float32")
+    monkeypatch.setattr(engine, "load_base", lambda path, quant=None: loaded)
+    monkeypatch.setattr(engine, "AdapterHost", FakeHost)
+    monkeypatch.setattr(engine, "generate", generate)
+    monkeypatch.setattr(engine, "disable_progress_bars", lambda: None)
+    return calls
+
+
+def _argv(root: Path, out: Path, *extra: str) -> list[str]:
+    return [str(root), "--base-model", BUNDLED_REF, "--tasks", "fpb,formula", "--limit", "2", "--out", str(out),
+            "--no-progress", *extra]
+
+
+def test_fake_run_writes_pairs_and_results(tmp_path, fake_engine):
+    fake_adapter(tmp_path / "ad" / "a", run=run_record("a"))
+    out = tmp_path / "out"
+    assert main(_argv(tmp_path / "ad", out)) == 0
+    assert sorted(fake_engine, key=str) == [("a", 2), ("a", 2), (None, 2), (None, 2)]
+    results = json.loads((out / "results.json").read_text())
+    assert [r["name"] for r in results["rows"]] == ["base", "a"]
+    assert results["rows"][1]["results"]["fpb"]["metrics"]["accuracy"] == 0.5  # fpb[:2]: neutral, negative
+    assert sorted(p.relative_to(out).as_posix() for p in (out / "pairs").rglob("*.json")) == [
+        "pairs/a/formula.json", "pairs/a/fpb.json", "pairs/base/formula.json", "pairs/base/fpb.json"]
+
+
+def test_editing_adapter_config_redoes_its_pairs(tmp_path, fake_engine):
+    # Same weights, another lora_alpha: the adapter's output changes, so its finished pairs are stale.
+    folder = fake_adapter(tmp_path / "ad" / "a", run=run_record("a"))
+    out = tmp_path / "out"
+    assert main(_argv(tmp_path / "ad", out)) == 0
+    fake_engine.clear()
+    assert main(_argv(tmp_path / "ad", out)) == 0
+    assert fake_engine == []  # nothing changed: everything read back
+    config = json.loads((folder / "adapter_config.json").read_text())
+    (folder / "adapter_config.json").write_text(json.dumps({**config, "lora_alpha": 64}))
+    assert main(_argv(tmp_path / "ad", out)) == 0
+    assert sorted(fake_engine) == [("a", 2), ("a", 2)]  # the adapter's pairs again, not the base's
+
+
+def test_broken_adapter_is_one_error_row_with_a_one_line_message(tmp_path, fake_engine, capsys):
+    fake_adapter(tmp_path / "ad" / "good", run=run_record("good"))
+    fake_adapter(tmp_path / "ad" / "broken", run=run_record("broken"))
+    out = tmp_path / "out"
+    assert main(_argv(tmp_path / "ad", out)) == 1
+    rows = {r["name"]: r for r in json.loads((out / "results.json").read_text())["rows"]}
+    assert rows["broken"]["error"] == ("adapter failed to load: RuntimeError: size mismatch for lora_A; "
+                                       "copying a param with shape [4, 576]")
+    assert rows["good"]["error"] is None and set(rows["good"]["results"]) == {"fpb", "formula"}
+    err = [line for line in capsys.readouterr().err.splitlines() if line.startswith("error:")]
+    assert err == [f"error: broken: {rows['broken']['error']}"]
+
+
+def test_failed_pair_is_one_error_cell(tmp_path, fake_engine, monkeypatch):
+    fake_adapter(tmp_path / "ad" / "a", run=run_record("a"))
+    real = engine.generate
+
+    def flaky(model, tokenizer, prompts, max_new_tokens, *args, **kwargs):
+        if model == "a" and max_new_tokens == 24:  # formula
+            raise ValueError("out of memory\nsecond line")
+        return real(model, tokenizer, prompts, max_new_tokens, *args, **kwargs)
+
+    monkeypatch.setattr(engine, "generate", flaky)
+    out = tmp_path / "out"
+    assert main(_argv(tmp_path / "ad", out)) == 1
+    rows = {r["name"]: r for r in json.loads((out / "results.json").read_text())["rows"]}
+    assert rows["a"]["results"]["formula"] == {"error": "evaluation failed: ValueError: out of memory; second line"}
+    assert "metrics" in rows["a"]["results"]["fpb"] and rows["a"]["error"] is None
+    assert not (out / "pairs" / "a" / "formula.json").exists()  # error cells are retried next time
+
+
+def test_damaged_pair_file_is_redone(tmp_path, fake_engine):
+    fake_adapter(tmp_path / "ad" / "a", run=run_record("a"))
+    out = tmp_path / "out"
+    assert main(_argv(tmp_path / "ad", out)) == 0
+    (out / "pairs" / "a" / "fpb.json").write_bytes(b"\xff[[")
+    (out / "pairs" / "base" / "fpb.json").write_text("[1, 2]")
+    fake_engine.clear()
+    assert main(_argv(tmp_path / "ad", out)) == 0
+    assert sorted(fake_engine, key=str) == [("a", 2), (None, 2)]
+
+
+# ---------------------------------------------------------------- end to end (slow)
 
 
 @pytest.fixture(scope="module")
@@ -26,21 +190,16 @@ def adapters(tmp_path_factory):
     make_tiny_adapter(root / "tiny_a", base, seed=1)
     make_tiny_adapter(root / "tiny_b", base, seed=2, scale=0.05)
     shutil.copytree(root / "tiny_a", root / "unfinished")
-    run = json.loads((root / "unfinished" / "run.json").read_text())
-    run.update(name="unfinished", status="running")
-    (root / "unfinished" / "run.json").write_text(json.dumps(run))
+    record = RunRecord.read(root / "unfinished")
+    record.model_copy(update={"name": "unfinished", "status": "running"}).write(root / "unfinished")
     shutil.copytree(root / "tiny_a", root / "broken")
-    run.update(name="broken", status="complete")
-    (root / "broken" / "run.json").write_text(json.dumps(run))
+    record.model_copy(update={"name": "broken"}).write(root / "broken")
     (root / "broken" / "adapter_model.safetensors").write_bytes(b"\x00garbage")
     return base, root
 
 
 @pytest.fixture(scope="module")
 def first_run(adapters, tmp_path_factory):
-    import eval.engine as engine
-    from eval.cli import main
-
     _, root = adapters
     out = tmp_path_factory.mktemp("eval_out")
     loads = []
@@ -54,6 +213,7 @@ def first_run(adapters, tmp_path_factory):
     return code, out, loads
 
 
+@pytest.mark.slow
 def test_run_outputs(first_run, adapters, capsys):
     from lora.prompts import PROMPT_FORMATS, apply
 
@@ -89,10 +249,8 @@ def test_run_outputs(first_run, adapters, capsys):
     assert any(line.startswith("tiny_b,adapter,") and ",fpb,f1_macro," in line for line in csv_lines)
 
 
+@pytest.mark.slow
 def test_rerun_skips_finished_pairs_and_redoes_a_lost_one(first_run, adapters, capsys):
-    import eval.engine as engine
-    from eval.cli import main
-
     _, root = adapters
     code, out, _ = first_run
     before = json.loads((out / "results.json").read_text())
@@ -113,22 +271,6 @@ def test_rerun_skips_finished_pairs_and_redoes_a_lost_one(first_run, adapters, c
         engine.load_base = original
     after = json.loads((out / "results.json").read_text())
     assert keep.stat().st_mtime_ns == keep_mtime
-    for b, a in zip(before["rows"], after["rows"]):
+    for b, a in zip(before["rows"], after["rows"], strict=True):
         for task in b["results"]:
             assert a["results"][task]["metrics"] == b["results"][task]["metrics"]
-
-
-def test_generation_does_not_depend_on_batching(adapters):
-    import json as _json
-
-    from eval.engine import generate, load_base
-    from lora.prompts import PROMPT_FORMATS, apply
-
-    base, _ = adapters
-    loaded = load_base(str(base))
-    with open("data/test/fpb_test.jsonl", encoding="utf-8") as f:
-        prompts = [apply(PROMPT_FORMATS["chatml"], _json.loads(next(f))["context"]) for _ in range(3)]
-    one, _ = generate(loaded.model, loaded.tokenizer, prompts, 6, True, batch_size=1)
-    three, stats = generate(loaded.model, loaded.tokenizer, prompts, 6, True, batch_size=3)
-    assert one == three
-    assert all("\n" not in o.strip() for o in three)  # stopped at the newline after the answer
