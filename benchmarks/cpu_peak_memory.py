@@ -126,7 +126,7 @@ def main(argv: list[str] | None = None) -> int:
         row = measure(reg, name, args.steps, args.cpu_processes)
         print(json.dumps(row), flush=True)
         rows.append(row)
-    print(f"\n| entry | processes | plan GiB/process | measured rank peak GiB | plan / measured | tree peak RSS GiB |")
+    print("\n| entry | processes | plan GiB/process | measured rank peak GiB | plan / measured | tree peak RSS GiB |")
     print("|---|---|---|---|---|---|")
     for r in rows:
         print(f"| {r['entry']} | {r['processes']} | {r['plan_peak_gib']:.2f} | {r['measured_rank_peak_gib']:.2f} | "

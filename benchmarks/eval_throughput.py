@@ -9,7 +9,7 @@ with the chatml prompt the adapters' run.json names, greedy:
   and at the newline after the answer, per-task max_new_tokens (`eval.cli.main`, --no-base);
 - FinLoRA-style: base + adapter reloaded for every adapter×task, rows in file order, batch 8, the
   tokenizer's own left padding, a fixed max_new_tokens and no EOS stop (min_new_tokens = max_new_tokens).
-Both outputs are parsed by the same rule (eval.metrics), and the script reports samples/s, the ratio,
+Both outputs are parsed by the same rule (eval.kinds / eval.metrics), and the script reports samples/s, the ratio,
 accuracy of both and how many parsed answers agree. Wall time includes model loads (that is the point).
 """
 from __future__ import annotations
@@ -93,7 +93,7 @@ def main(argv: list[str] | None = None) -> int:
     from eval.cli import main as eval_main
     from eval.discovery import discover
     from eval.fixtures import make_tiny_adapter
-    from eval.metrics import score_task
+    from eval.kinds import score_task
     from eval.tasks import load_registry, load_task_data, select_tasks
     from lora.base_model import ensure_base_model
     from lora.prompts import PROMPT_FORMATS
@@ -103,7 +103,7 @@ def main(argv: list[str] | None = None) -> int:
     datas = {}
     for t in tasks:
         d = load_task_data(t)
-        datas[t.name] = type(d)(task=t, rows=d.rows[: args.limit], labels=d.labels, sha256=d.sha256)
+        datas[t.name] = d.head(args.limit)
     work = Path(tempfile.mkdtemp(prefix="eval_bench_"))
     if args.trained:
         adapters = [copy_trained(args.trained[i % len(args.trained)], work / "adapters" / f"bench_{i}")
@@ -142,11 +142,11 @@ def main(argv: list[str] | None = None) -> int:
         d = datas[key[1]]
         targets = [r["target"] for r in d.rows]
         labels = list(d.labels) if d.labels else None
-        m1, rows1 = score_task(d.task.kind, outs, targets, labels, with_intervals=False)
-        m2, rows2 = score_task(d.task.kind, theirs_out[key], targets, labels, with_intervals=False)
-        agree += sum(a["parsed"] == b["parsed"] for a, b in zip(rows1, rows2))
+        m1, rows1 = score_task(d.task.kind.name, outs, targets, labels, with_intervals=False)
+        m2, rows2 = score_task(d.task.kind.name, theirs_out[key], targets, labels, with_intervals=False)
+        agree += sum(a["parsed"] == b["parsed"] for a, b in zip(rows1, rows2, strict=True))
         disagreements += [{"pair": f"{key[0]}×{key[1]}", "eval": o1, "finlora_style": o2}
-                          for a, b, o1, o2 in zip(rows1, rows2, outs, theirs_out[key]) if a["parsed"] != b["parsed"]]
+                          for a, b, o1, o2 in zip(rows1, rows2, outs, theirs_out[key], strict=True) if a["parsed"] != b["parsed"]]
         total += len(rows1)
         acc["eval"].append(m1["accuracy"])
         acc["finlora_style"].append(m2["accuracy"])
@@ -165,7 +165,7 @@ def main(argv: list[str] | None = None) -> int:
         "seconds_per_task": {  # summed over adapters; this eval's excludes its single base load
             t: {"eval": round(sum(v for k, v in ours_seconds.items() if k[1] == t), 1),
                 "finlora_style": round(sum(v for k, v in theirs_seconds.items() if k[1] == t), 1)} for t in datas},
-        "accuracy_per_pair": {f"{k[0]}×{k[1]}": [a, b] for k, a, b in zip(ours_out, acc["eval"], acc["finlora_style"])},
+        "accuracy_per_pair": {f"{k[0]}×{k[1]}": [a, b] for k, a, b in zip(ours_out, acc["eval"], acc["finlora_style"], strict=True)},
     }
     print(json.dumps(summary, indent=2))
     if args.json:

@@ -30,12 +30,12 @@ def bertscore(candidates: list[str], references: list[str], model_path: str, bat
             with torch.inference_mode():
                 hidden = model(**enc).last_hidden_state.float()
             keep = enc["attention_mask"].bool() & ~special
-            for h, k in zip(hidden, keep):
+            for h, k in zip(hidden, keep, strict=True):
                 out.append(torch.nn.functional.normalize(h[k], dim=-1))
         return out
 
     scores = []
-    for c, r in zip(embed([c.strip() for c in candidates]), embed([r.strip() for r in references])):
+    for c, r in zip(embed([c.strip() for c in candidates]), embed([r.strip() for r in references]), strict=True):
         if len(c) == 0 or len(r) == 0:
             scores.append(0.0)
             continue

@@ -7,27 +7,24 @@
     python -m eval --list-tasks
 
 Exit codes: 0 all rows evaluated; 1 finished but some rows/groups report errors (see results.md);
-2 bad input (one `error:` line on stderr, nothing evaluated).
+2 bad input (one `error:` line on stderr, nothing evaluated or written).
+--help, --list-tasks, --dry-run and `score` never import torch (tests/test_eval_cli.py checks).
 """
 from __future__ import annotations
 
 import argparse
 import json
+import logging
 import os
 import sys
+import warnings
 from pathlib import Path
 
-from eval.errors import InputError
-
-
-def _tasks_arg(values: list[str] | None) -> list[str] | None:
-    if not values:
-        return None
-    return [t.strip() for v in values for t in v.split(",") if t.strip()]
+from lora.errors import UserError
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from eval.engine import QUANT_CHOICES
+    from eval.runner import QUANT_CHOICES
     from lora.prompts import PROMPT_FORMATS
 
     p = argparse.ArgumentParser(
@@ -48,7 +45,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--tasks-json", help="another task registry (default: eval/tasks.json)")
     p.add_argument("--force", action="store_true", help="redo pairs already finished in --out")
     p.add_argument("--bertscore-model", help="local encoder folder: adds BERTScore F1 to text tasks (never downloads)")
-    p.add_argument("--no-progress", action="store_true", help="no tqdm bars")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.add_argument("--dry-run", action="store_true", help="print the plan (groups, rows, prompts) and exit")
     p.add_argument("--list-tasks", action="store_true", help="print the task registry and exit")
     return p
@@ -67,103 +64,149 @@ def build_score_parser() -> argparse.ArgumentParser:
 
 
 def read_predictions(path: Path) -> tuple[list[str], list[str]]:
-    if not path.is_file():
-        raise InputError(f"{path}: predictions file not found")
-    outputs, targets = [], []
-    from eval.tasks import read_jsonl_rows
+    from eval.files import require_file
+    from lora.jsonl import read_jsonl
 
-    for _, obj in read_jsonl_rows(path, ("output", "target")):
+    require_file(path, "predictions file")
+    outputs, targets = [], []
+    for _, obj in read_jsonl(path, ("output", "target"), "predictions file"):
         outputs.append(obj["output"])
         targets.append(obj["target"])
     if not outputs:
-        raise InputError(f"{path}: no predictions")
+        raise UserError(f"{path}: no predictions")
     return outputs, targets
 
 
 def score_main(argv: list[str]) -> int:
-    from eval.metrics import parse_target_number, score_task
+    from eval.files import user_path
     from eval.tasks import load_registry, load_task_data, select_tasks
 
     args = build_score_parser().parse_args(argv)
     task = select_tasks(load_registry(args.tasks_json), [args.task])[0]
-    outputs, targets = read_predictions(Path(args.predictions))
+    outputs, targets = read_predictions(user_path(args.predictions, "predictions file"))
+    kind = task.kind
     labels = task.labels
-    if task.kind == "classification" and labels is None:
+    if kind.has_labels and labels is None:
         labels = load_task_data(task).labels  # the registry leaves the label set to the data
     for i, t in enumerate(targets, start=1):
-        if task.kind == "classification" and t.strip().lower() not in labels:
-            raise InputError(f"{args.predictions}:{i}: target {t!r} is not one of the labels {', '.join(labels)}")
-        if task.kind == "numeric" and parse_target_number(t) is None:
-            raise InputError(f"{args.predictions}:{i}: numeric target {t!r} is not a number")
-    metrics, _ = score_task(task.kind, outputs, targets, list(labels) if labels else None)
-    print(json.dumps({"task": task.name, "kind": task.kind, "headline": task.headline, **metrics}, indent=2))
+        problem = kind.target_problem(kind.normalize_target(t), labels)
+        if problem:
+            raise UserError(f"{args.predictions}:{i}: target {t!r} {problem}")
+    metrics, _ = kind.score(outputs, targets, labels)
+    print(json.dumps({"task": task.name, "kind": kind.name, "headline": task.headline, **metrics}, indent=2))
     return 0
 
 
-def run_main(argv: list[str]) -> int:
-    from eval.tasks import load_registry, load_task_data, select_tasks
+def list_tasks(registry) -> int:
+    for t in registry.values():
+        labels = f" labels={','.join(t.labels)}" if t.labels else ""
+        print(f"{t.name:14s} {t.kind.name:14s} headline={t.headline} max_new_tokens={t.max_new_tokens}{labels}  {t.data}")
+    return 0
 
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    registry = load_registry(args.tasks_json)
-    if args.list_tasks:
-        for t in registry.values():
-            labels = f" labels={','.join(t.labels)}" if t.labels else ""
-            print(f"{t.name:14s} {t.kind:14s} headline={t.headline} max_new_tokens={t.max_new_tokens}{labels}  {t.data}")
-        return 0
+
+def check_run_args(args) -> None:
     if args.limit is not None and args.limit < 1:
-        raise InputError("--limit must be a positive integer")
+        raise UserError("--limit must be a positive integer")
     if args.batch_size < 1:
-        raise InputError("--batch-size must be a positive integer")
+        raise UserError("--batch-size must be a positive integer")
     if not args.paths and not args.base_model:
-        raise InputError("give adapter folders, or --base-model PATH to evaluate a base model alone")
-    if args.bertscore_model and not Path(args.bertscore_model).is_dir():
-        raise InputError(f"--bertscore-model {args.bertscore_model}: not a local folder (BERTScore never downloads)")
-    tasks = select_tasks(registry, _tasks_arg(args.tasks))
+        raise UserError("give adapter folders, or --base-model PATH to evaluate a base model alone")
+    if args.bertscore_model:
+        from eval.files import stat_kind, user_path
 
-    # Everything that can be wrong with the input is checked before a model loads.
+        if stat_kind(user_path(args.bertscore_model, "--bertscore-model"), "--bertscore-model") != "dir":
+            raise UserError(f"--bertscore-model {args.bertscore_model}: not a local folder (BERTScore never downloads)")
+
+
+def plan_groups(args) -> list:
+    """Adapters grouped by base; a --base-model that is not here is bad input, not an error row."""
     from eval.discovery import Group, discover, group_by_base, resolve_base
 
-    datas = {}
-    for t in tasks:
-        d = load_task_data(t)
-        if args.limit is not None:
-            d = type(d)(task=d.task, rows=d.rows[: args.limit], labels=d.labels, sha256=d.sha256)
-        datas[t.name] = d
+    if args.base_model is not None:
+        base = resolve_base(args.base_model)
+        if base.error:
+            raise UserError(f"--base-model: {base.error}")
     adapters = discover(args.paths) if args.paths else []
-    groups = group_by_base(adapters, args.base_model) if adapters else [Group(resolve_base(args.base_model), [])]
+    return group_by_base(adapters, args.base_model) if adapters else [Group(resolve_base(args.base_model), [])]
 
-    from eval.runner import Settings, plan_group, run
 
+def dry_run(groups, datas, settings) -> int:
+    from eval.runner import plan_group
+
+    many = sum(1 for g in groups if g.base.error is None) > 1
+    for g in groups:
+        print(f"base {g.base.ref} -> {g.base.path or g.base.error}")
+        rows, pairs = plan_group(g, datas, settings, many)
+        for r in rows:
+            print(f"  {r.kind:7s} {r.name}" + (f"  ERROR: {r.error}" if r.error else ""))
+        for p in pairs:
+            print(f"    {p.row} × {p.task}: prompt {p.prompt_format}")
+    return 0
+
+
+def write_results(results: dict, out: Path) -> None:
+    from eval import report
+    from lora.fsutil import write_atomic, write_json_atomic
+
+    write_json_atomic(out / "results.json", results)
+    write_atomic(out / "results.csv", report.to_csv(results))
+    markdown = report.to_markdown(results)
+    write_atomic(out / "results.md", markdown)
+    print(markdown)
+    print(f"wrote {out}/results.md, results.csv, results.json, predictions/", file=sys.stderr)
+
+
+def run_main(argv: list[str]) -> int:
+    from eval.files import check_writable_dir, user_path
+    from eval.runner import Settings, run
+    from eval.tasks import load_registry, load_task_data, parse_task_names, select_tasks
+
+    args = build_parser().parse_args(argv)
+    registry = load_registry(args.tasks_json)
+    if args.list_tasks:
+        return list_tasks(registry)
+    check_run_args(args)
+    tasks = select_tasks(registry, parse_task_names(args.tasks))
+    # Everything that can be wrong with the input is checked before a model loads or a file is written.
+    datas = {t.name: load_task_data(t).head(args.limit) for t in tasks}
+    groups = plan_groups(args)
     settings = Settings(
-        out=Path(args.out), limit=args.limit, batch_size=args.batch_size, base_quant=args.base_quant,
+        out=user_path(args.out, "--out"), limit=args.limit, batch_size=args.batch_size, base_quant=args.base_quant,
         no_base=args.no_base, prompt_format=args.prompt_format, force=args.force,
         bertscore_model=args.bertscore_model, progress=not args.no_progress, argv=["python", "-m", "eval", *argv],
     )
     if args.dry_run:
-        for g in groups:
-            state = g.base.path or g.base.error
-            print(f"base {g.base.ref} -> {state}")
-            rows, pairs = plan_group(g, datas, settings, len(groups) > 1)
-            for r in rows:
-                print(f"  {r.kind:7s} {r.name}" + (f"  ERROR: {r.error}" if r.error else ""))
-            for p in pairs:
-                print(f"    {p.row} × {p.task}: prompt {p.prompt_format}")
-        return 0
-
+        return dry_run(groups, datas, settings)
+    check_writable_dir(settings.out, "--out")  # now, not after hours of generation
     os.environ.setdefault("HF_HUB_OFFLINE", "1")  # belt and braces: every load is local_files_only anyway
+    quiet_library_noise(keep_bitsandbytes=args.base_quant in (4, 8))
     results, errors = run(groups, datas, settings)
-
-    from eval import report
-    from lora.fsutil import write_atomic, write_json_atomic
-
-    write_json_atomic(settings.out / "results.json", results)
-    write_atomic(settings.out / "results.csv", report.to_csv(results))
-    markdown = report.to_markdown(results)
-    write_atomic(settings.out / "results.md", markdown)
-    print(markdown)
-    print(f"wrote {settings.out}/results.md, results.csv, results.json, predictions/", file=sys.stderr)
+    write_results(results, settings.out)
     return 1 if errors else 0
+
+
+class _DropMessages(logging.Filter):
+    def __init__(self, *fragments: str):
+        super().__init__()
+        self.fragments = fragments
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        text = str(record.msg)
+        return not any(f in text for f in self.fragments)
+
+
+def quiet_library_noise(keep_bitsandbytes: bool = False) -> None:
+    """Drop the import-time chatter of optional libraries that says nothing about this run; each filter
+    matches one known message, so anything else those libraries log still shows."""
+    # torchao (pulled in by peft/transformers) tries its CUDA-only kernels on import and logs each .so.
+    logging.getLogger("torchao").addFilter(_DropMessages("Failed to load "))
+    # torchao registers Enums with torch's pytree, which torch now deprecates, once per Enum.
+    logging.getLogger("torch.utils._pytree").addFilter(_DropMessages("is an Enum subclass"))
+    # bitsandbytes probes an optional hub kernel for CPU 4-bit; offline it is absent and its own code is
+    # used. Only worth saying when the run actually loads a 4/8-bit base.
+    warnings.filterwarnings("ignore", message=r"Skipping publisher trust check", category=UserWarning)
+    if not keep_bitsandbytes:
+        logging.getLogger("bitsandbytes.backends.cpu.ops").addFilter(_DropMessages("from kernels-community"))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -172,6 +215,6 @@ def main(argv: list[str] | None = None) -> int:
         if argv and argv[0] == "score":
             return score_main(argv[1:])
         return run_main(argv)
-    except InputError as exc:
+    except UserError as exc:
         print(f"error: {exc}", file=sys.stderr)
-        return 2
+        return exc.exit_code

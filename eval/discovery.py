@@ -6,18 +6,18 @@ No model is loaded here: everything is file reads and pure decisions, so it is t
 """
 from __future__ import annotations
 
-import json
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from eval.errors import InputError
-from lora.fsutil import REPO_ROOT, repo_relative
+from eval.files import read_json, stat_kind, user_path
+from lora.errors import UserError, one_line
+from lora.fsutil import ADAPTER_WEIGHT_FILES, REPO_ROOT, adapter_weights, repo_relative
 from lora.prompts import DEFAULT_PROMPT_FORMAT, PROMPT_FORMATS
+from lora.run_record import RunRecord, resolve_portable
 
 ADAPTER_CONFIG = "adapter_config.json"
-RUN_JSON = "run.json"
-WEIGHT_FILES = ("adapter_model.safetensors", "adapter_model.bin")
+NO_BASE = "(none)"  # the group of adapters that name no base model (error rows only)
 
 
 @dataclass
@@ -25,16 +25,23 @@ class Adapter:
     name: str  # the row name in the results
     path: Path
     base_ref: str | None  # as written in run.json / adapter_config.json
-    run: dict | None = None  # run.json, when training wrote one
+    run: dict | None = None  # run.json (RunRecord.to_json()), when training wrote one
     prompt_format: str | None = None  # from run.json; None: decided per task (--prompt-format / registry)
     template: str | None = None
     error: str | None = None  # set: this row is reported, not evaluated
     config: dict = field(default_factory=dict)
     folder_name: str = ""  # the folder under the argument it was found in; the name when run.json names clash
+    base_from_run: bool = False  # base_ref is run.json's: a path in it is portable (repo or adapter folder)
 
     @property
     def slug(self) -> str:
         return slugify(self.name)
+
+    def facts(self) -> dict:
+        """What results.json records about the adapter."""
+        return {"path": repo_relative(self.path), "base_model": self.base_ref, "prompt_format": self.prompt_format,
+                "run": self.run, "peft_type": self.config.get("peft_type"), "r": self.config.get("r"),
+                "lora_alpha": self.config.get("lora_alpha"), "target_modules": self.config.get("target_modules")}
 
 
 def slugify(name: str) -> str:
@@ -49,29 +56,22 @@ def _is_checkpoint(part: str) -> bool:
 
 
 def find_adapter_dirs(paths: list[str | Path]) -> list[tuple[Path, Path]]:
-    """(adapter folder, the argument it was found under), in a stable order. Exits 2 (InputError) for a
+    """(adapter folder, the argument it was found under), in a stable order. Exits 2 (UserError) for a
     missing argument or an argument holding no adapter."""
     found: list[tuple[Path, Path]] = []
     seen: set[Path] = set()
     for arg in paths:
-        root = Path(arg)
-        if not root.exists():
-            raise InputError(f"{arg}: no such file or folder")
-        if root.is_file():
-            if root.name == ADAPTER_CONFIG:
-                root = root.parent
-            else:
-                raise InputError(f"{arg}: expected an adapter folder or a folder containing adapters")
-        if (root / ADAPTER_CONFIG).is_file():
-            dirs = [root]
-        else:
-            dirs = sorted(
-                cfg.parent
-                for cfg in root.rglob(ADAPTER_CONFIG)
-                if not any(_is_checkpoint(p) for p in cfg.relative_to(root).parts[:-1])
-            )
+        root = user_path(arg, "adapter path")
+        kind = stat_kind(root, "adapter path")
+        if kind == "missing":
+            raise UserError(f"{arg}: no such file or folder")
+        if kind == "file" and root.name == ADAPTER_CONFIG:
+            root, kind = root.parent, "dir"
+        if kind != "dir":
+            raise UserError(f"{arg}: expected an adapter folder or a folder containing adapters")
+        dirs = _adapter_dirs_under(root)
         if not dirs:
-            raise InputError(f"{arg}: no adapters found (no {ADAPTER_CONFIG} in this folder or below it)")
+            raise UserError(f"{arg}: no adapters found (no {ADAPTER_CONFIG} in this folder or below it)")
         for d in dirs:
             key = d.resolve()
             if key not in seen:
@@ -80,68 +80,84 @@ def find_adapter_dirs(paths: list[str | Path]) -> list[tuple[Path, Path]]:
     return found
 
 
-def _read_json(path: Path) -> tuple[dict | None, str | None]:
+def _adapter_dirs_under(root: Path) -> list[Path]:
+    if (root / ADAPTER_CONFIG).exists():  # a folder by that name is reported on its row, not skipped
+        return [root]
+    return sorted(
+        cfg.parent
+        for cfg in root.rglob(ADAPTER_CONFIG)
+        if not any(_is_checkpoint(p) for p in cfg.relative_to(root).parts[:-1])
+    )
+
+
+def _read_config(path: Path) -> tuple[dict | None, str | None]:
     try:
-        obj = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError) as exc:
-        return None, f"{path.name} unreadable: {exc}"
-    except json.JSONDecodeError as exc:
-        return None, f"{path.name} is not valid JSON (line {exc.lineno}: {exc.msg})"
+        obj = read_json(path, ADAPTER_CONFIG)
+    except UserError as exc:
+        return None, str(exc)
     if not isinstance(obj, dict):
-        return None, f"{path.name} is not a JSON object"
+        return None, f"{path}: {ADAPTER_CONFIG} is not a JSON object"
     return obj, None
 
 
 def read_adapter(folder: Path, root: Path) -> Adapter:
     """Everything the run needs to know about one adapter; problems become adapter.error (one row)."""
     default_name = folder.name if folder == root else folder.relative_to(root).as_posix()
-    config, err = _read_json(folder / ADAPTER_CONFIG)
+    config, err = _read_config(folder / ADAPTER_CONFIG)
     adapter = Adapter(name=default_name, path=folder, base_ref=None, config=config or {}, folder_name=default_name)
     if err:
         adapter.error = err
         return adapter
-    run_path = folder / RUN_JSON
-    if run_path.is_file():
-        run, err = _read_json(run_path)
-        if err:
-            adapter.error = err
-            return adapter
-        adapter.run = run
-        if isinstance(run.get("name"), str) and run["name"].strip():
-            adapter.name = run["name"].strip()
-        status = run.get("status")
-        if status != "complete":
-            adapter.error = f"training did not finish (run.json status: {status})"
-        pf = run.get("prompt_format")
-        if isinstance(pf, dict) and isinstance(pf.get("template"), str) and "{context}" in pf["template"]:
-            adapter.prompt_format = str(pf.get("name") or "run.json")
-            adapter.template = pf["template"]
-        elif adapter.error is None:
-            adapter.error = "run.json has no usable prompt_format.template (with a {context} placeholder)"
-        adapter.base_ref = run.get("base_model") or config.get("base_model_name_or_path")
-    else:
+    try:
+        run = RunRecord.read(folder)
+    except UserError as exc:
+        adapter.error = str(exc)
+        return adapter
+    if run is None:
         adapter.base_ref = config.get("base_model_name_or_path")
+    else:
+        _apply_run(adapter, run)
     if adapter.error is None:
         adapter.error = check_weights(folder)
     return adapter
 
 
+def _apply_run(adapter: Adapter, run: RunRecord) -> None:
+    adapter.run = run.to_json()
+    if run.name.strip():
+        adapter.name = one_line(run.name)
+    if run.status != "complete":
+        adapter.error = f"training did not finish (run.json status: {run.status})"
+    if "{context}" in run.prompt_format.template:
+        adapter.prompt_format = run.prompt_format.name or "run.json"
+        adapter.template = run.prompt_format.template
+    elif adapter.error is None:
+        adapter.error = "run.json has no usable prompt_format.template (with a {context} placeholder)"
+    adapter.base_ref = run.base_model
+    adapter.base_from_run = True
+
+
 def check_weights(folder: Path) -> str | None:
     """Catch a missing or corrupt weights file now (reading only the safetensors header), so it is one
     error row and does not half-inject layers into the shared base later."""
-    if (folder / WEIGHT_FILES[0]).is_file():
-        try:
-            from safetensors import safe_open
+    weights = adapter_weights(folder)
+    if weights is None:
+        return f"no adapter weights ({' or '.join(ADAPTER_WEIGHT_FILES)})"
+    if weights.suffix != ".safetensors":
+        return None
+    try:
+        keys = safetensors_keys(weights)
+    except Exception as exc:  # noqa: BLE001 - any failure: unreadable
+        return f"{weights.name} unreadable: {one_line(str(exc)) or type(exc).__name__}"
+    return None if keys else f"{weights.name} holds no tensors"
 
-            with safe_open(str(folder / WEIGHT_FILES[0]), framework="pt") as f:
-                if not list(f.keys()):
-                    return f"{WEIGHT_FILES[0]} holds no tensors"
-        except Exception as exc:  # noqa: BLE001 - any failure: unreadable
-            return f"{WEIGHT_FILES[0]} unreadable: {str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__}"
-        return None
-    if (folder / WEIGHT_FILES[1]).is_file():
-        return None
-    return f"no adapter weights ({' or '.join(WEIGHT_FILES)})"
+
+def safetensors_keys(path: Path) -> list[str]:
+    """Tensor names from the header alone (numpy framework: no torch import for --dry-run)."""
+    from safetensors import safe_open
+
+    with safe_open(str(path), framework="numpy") as f:
+        return list(f.keys())
 
 
 def unique_names(adapters: list[Adapter]) -> None:
@@ -183,26 +199,44 @@ class BaseModel:
     error: str | None = None
 
 
-def resolve_base(ref: str, cwd: Path | None = None) -> BaseModel:
-    """A local folder for a base reference: an absolute path, a path relative to the repo root
-    (how run.json writes it) or to the working folder, or a hub id already in the local HF cache.
-    Never downloads: a base that is not here is reported, and its group is skipped."""
-    p = Path(ref).expanduser()
-    candidates = [p] if p.is_absolute() else [REPO_ROOT / p, (cwd or Path.cwd()) / p]
-    for c in candidates:
-        if (c / "config.json").is_file():
-            return BaseModel(ref=ref, path=str(c.resolve()))
-        if c.is_dir():
-            return BaseModel(ref=ref, path=None, error=f"base model {ref}: folder {c} has no config.json")
-    if re.fullmatch(r"[\w.-]+/[\w.-]+", ref):
-        try:
-            from huggingface_hub import snapshot_download
+HUB_ID = re.compile(r"[\w.-]+/[\w.-]+")
 
-            local = snapshot_download(ref, local_files_only=True)
-            if (Path(local) / "config.json").is_file():
-                return BaseModel(ref=ref, path=local)
-        except Exception:  # noqa: BLE001 - any failure means "not in the local cache"
-            pass
+
+def _local_candidates(ref: str, cwd: Path | None, adapter_dir: Path | None) -> list[Path]:
+    if adapter_dir is not None:  # run.json: repo-relative, else relative to the adapter folder
+        return [resolve_portable(ref, adapter_dir)]
+    p = user_path(ref, "base model")
+    return [p] if p.is_absolute() else [REPO_ROOT / p, (cwd or Path.cwd()) / p]
+
+
+def _from_hub_cache(ref: str) -> str | None:
+    if not HUB_ID.fullmatch(ref):
+        return None
+    try:
+        from huggingface_hub import snapshot_download
+
+        local = snapshot_download(ref, local_files_only=True)
+    except Exception:  # noqa: BLE001 - any failure means "not in the local cache"
+        return None
+    return local if (Path(local) / "config.json").is_file() else None
+
+
+def resolve_base(ref: str, cwd: Path | None = None, adapter_dir: Path | None = None) -> BaseModel:
+    """A local folder for a base reference: an absolute path; for run.json's (adapter_dir given) a portable
+    path, repo-relative or relative to the adapter folder; for --base-model and adapter_config.json a path
+    relative to the repo root or the working folder; or a hub id already in the local HF cache.
+    Never downloads: a base that is not here is reported, and its group is skipped."""
+    try:
+        for c in _local_candidates(ref, cwd, adapter_dir):
+            if stat_kind(c / "config.json", "base model") == "file":
+                return BaseModel(ref=ref, path=str(c.resolve()))
+            if stat_kind(c, "base model") == "dir":
+                return BaseModel(ref=ref, path=None, error=f"base model {ref}: folder {c} has no config.json")
+    except UserError as exc:
+        return BaseModel(ref=ref, path=None, error=str(exc))
+    local = _from_hub_cache(ref)
+    if local is not None:
+        return BaseModel(ref=ref, path=local)
     return BaseModel(ref=ref, path=None, error=f"base model {ref} is not available locally (pass --base-model PATH)")
 
 
@@ -224,12 +258,12 @@ def group_by_base(adapters: list[Adapter], override: str | None = None, cwd: Pat
                 a.error = "no base model in run.json or adapter_config.json (pass --base-model PATH)"
             missing.append(a)
             continue
-        base = resolve_base(a.base_ref, cwd)
+        base = resolve_base(a.base_ref, cwd, a.path if a.base_from_run else None)
         key = base.path or base.ref
         groups.setdefault(key, Group(base, [])).adapters.append(a)
     out = list(groups.values())
     if missing:  # reported as error rows; they need no model
-        out.append(Group(BaseModel(ref="(none)", path=None, error="no base model named"), missing))
+        out.append(Group(BaseModel(ref=NO_BASE, path=None, error="no base model named"), missing))
     return out
 
 

@@ -12,10 +12,9 @@ from __future__ import annotations
 import contextlib
 import time
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
-
-QUANT_CHOICES = (4, 8, 16)
 
 
 @dataclass
@@ -59,6 +58,13 @@ def load_base(path: str, quant: int | None = None) -> Loaded:
     return Loaded(model, tokenizer, device, dtype, time.monotonic() - t0)
 
 
+def disable_progress_bars() -> None:
+    """--no-progress also silences transformers' "Loading weights" bar."""
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()
+
+
 class AdapterHost:
     """The base, loaded once, with adapters attached one at a time (peft load_adapter / set_adapter /
     delete_adapter). The base row is generated with adapters disabled, so it needs no second copy."""
@@ -76,6 +82,7 @@ class AdapterHost:
             else:
                 self.peft_model.load_adapter(path, adapter_name=name, is_trainable=False)
             self.peft_model.set_adapter(name)
+            check_all_weights_loaded(self.peft_model, name, Path(path))
         except BaseException:
             # A half-attached adapter (layers injected, weights not loaded) must not leak into the
             # next row: remove whatever got registered under this name.
@@ -98,6 +105,45 @@ class AdapterHost:
                 return self.loaded.model, contextlib.nullcontext()
             return self.peft_model, self.peft_model.disable_adapter()
         return self.peft_model, contextlib.nullcontext()
+
+
+class AdapterMismatch(Exception):
+    """The adapter's weights file and the modules its adapter_config.json injects do not correspond."""
+
+
+def weight_keys(folder: Path) -> set[str]:
+    from lora.fsutil import adapter_weights
+
+    weights = adapter_weights(folder)
+    if weights is None:
+        return set()
+    if weights.suffix == ".safetensors":
+        from safetensors import safe_open
+
+        with safe_open(str(weights), framework="pt") as f:
+            return set(f.keys())
+    return set(torch.load(weights, map_location="cpu", weights_only=True))
+
+
+def check_all_weights_loaded(peft_model, name: str, folder: Path) -> None:
+    """Every tensor in the weights file must land in an injected module, and every injected module must get
+    its tensors. peft loads with strict=False: a file whose keys miss the injected modules (target_modules
+    edited, keys renamed) loads nothing, and the adapter silently evaluates as the base."""
+    from peft.utils import get_peft_model_state_dict
+
+    in_file = weight_keys(folder)
+    # The keys save_pretrained would write for this adapter: adapter name removed, as in the file.
+    injected = set(get_peft_model_state_dict(peft_model, adapter_name=name, save_embedding_layers=False))
+    base_keys = set(peft_model.state_dict())  # full tensors (e.g. resized embeddings) load into the base
+    unused = sorted(k for k in in_file - injected if k not in base_keys)
+    missing = sorted(injected - in_file)
+    if unused or missing:
+        parts = []
+        if unused:
+            parts.append(f"{len(unused)} tensor(s) in the weights file match no injected module (e.g. {unused[0]})")
+        if missing:
+            parts.append(f"{len(missing)} injected module weight(s) are not in the file (e.g. {missing[0]})")
+        raise AdapterMismatch("weights do not match adapter_config.json: " + "; ".join(parts))
 
 
 def _strip_injected(model, name: str) -> None:
@@ -128,7 +174,7 @@ def _token_tables(tokenizer, vocab_size: int):
     key = id(tokenizer) * 1_000_003 + vocab_size
     if key not in _TOKEN_TABLES:
         n = len(tokenizer)
-        texts = tokenizer.batch_decode([[i] for i in range(n)])
+        texts = tokenizer.batch_decode([[i] for i in range(n)], **decode_kwargs(tokenizer))
         size = max(vocab_size, n)
         nl = torch.zeros(size, dtype=torch.bool)
         nl_after = torch.zeros(size, dtype=torch.bool)
@@ -156,6 +202,15 @@ class _StopAtNewline:
         stop = self.nl_after[last] | (self.nl[last] & self.seen)
         self.seen |= ~self.blank[last]
         return stop
+
+
+def decode_kwargs(tokenizer) -> dict:
+    """transformers ignores clean_up_tokenization_spaces for BPE tokenizers and warns about it on every
+    run; saying False for them changes no output and leaves other tokenizers as configured."""
+    backend = getattr(tokenizer, "backend_tokenizer", None)
+    if backend is not None and type(backend.model).__name__ == "BPE":
+        return {"clean_up_tokenization_spaces": False}
+    return {}
 
 
 def eos_ids(tokenizer, model) -> list[int]:
@@ -225,7 +280,7 @@ def generate(model, tokenizer, prompts: list[str], max_new_tokens: int, stop_at_
             # Rows that stopped early are filled with pad (often = EOS): cut at the first of either.
             cut = next((k for k, t in enumerate(row) if t in stops or t == pad), len(row))
             new_tokens += cut
-            outputs[i] = tokenizer.decode(row[:cut], skip_special_tokens=True)
+            outputs[i] = tokenizer.decode(row[:cut], skip_special_tokens=True, **decode_kwargs(tokenizer))
         if progress is not None:
             progress.update(len(batch))
     return [o or "" for o in outputs], GenStats(time.monotonic() - t0, new_tokens, truncated)

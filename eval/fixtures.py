@@ -4,7 +4,8 @@
     python -m eval /tmp/adapters --tasks fpb --limit 20 --out /tmp/eval_smoke
 
 The LoRA B matrices are set to small seeded random values (peft initialises B to zero, which would make
-the adapter a no-op), so each adapter changes the model a little, deterministically.
+the adapter a no-op), so each adapter changes the model a little, deterministically. run.json is always
+written through RunRecord (lora/run_record.py), the contract training writes, never by hand.
 """
 from __future__ import annotations
 
@@ -15,6 +16,35 @@ from pathlib import Path
 
 from lora.fsutil import REPO_ROOT, repo_relative, write_json_atomic
 from lora.prompts import prompt_format_record
+from lora.run_record import RunRecord
+
+BUNDLED_REF = "models/base_model/smollm2-135m-instruct"
+
+
+def run_record(name: str, status: str = "complete", prompt_format: str = "chatml", base_model: str = BUNDLED_REF,
+               **facts) -> RunRecord:
+    """A run.json as training writes it (schema 2), for fixtures and tests."""
+    return RunRecord(name=name, status=status, base_model=base_model,
+                     prompt_format=prompt_format_record(prompt_format), **facts)
+
+
+def make_fake_adapter(folder: Path, base: str = BUNDLED_REF, run: RunRecord | None = None,
+                      weights: bytes | None = None) -> Path:
+    """An adapter folder with a one-tensor weights file (or `weights` bytes as given): enough for
+    discovery and planning, not for loading."""
+    folder.mkdir(parents=True, exist_ok=True)
+    write_json_atomic(folder / "adapter_config.json", {"base_model_name_or_path": base, "peft_type": "LORA", "r": 2})
+    if weights is not None:
+        (folder / "adapter_model.safetensors").write_bytes(weights)
+    else:
+        import numpy as np
+        from safetensors.numpy import save_file
+
+        save_file({"base_model.model.x.lora_A.weight": np.zeros((2, 2), dtype=np.float32)},
+                  str(folder / "adapter_model.safetensors"))
+    if run is not None:
+        run.write(folder)
+    return folder
 
 
 def make_tiny_adapter(out_dir: Path | str, base_path: Path | str | None = None, seed: int = 0, r: int = 4,
@@ -47,11 +77,7 @@ def make_tiny_adapter(out_dir: Path | str, base_path: Path | str | None = None, 
     cfg["base_model_name_or_path"] = base_ref
     write_json_atomic(cfg_path, cfg)
     if prompt_format is not None:
-        write_json_atomic(out_dir / "run.json", {
-            "schema": 1, "name": name or out_dir.name, "status": status, "base_model": base_ref,
-            "prompt_format": prompt_format_record(prompt_format), "entry": {"fixture": True, "seed": seed},
-            "recipe_path": None,
-        })
+        run_record(name or out_dir.name, status, prompt_format, base_ref, entry={"fixture": True, "seed": seed}).write(out_dir)
     return out_dir
 
 

@@ -2,6 +2,8 @@
 
     python -m eval score --task fpb --predictions preds.jsonl     # the CLI edge over these functions
 
+Which scorer a task uses is its kind's (eval/kinds.py).
+
 Rules (docs/eval.md repeats them for users):
 - classification: lower-case the answer; the label whose mention starts earliest wins; when two labels
   start at the same place the longest wins ("strong negative" is never read as "negative" when both are
@@ -184,62 +186,67 @@ def bootstrap_classification(y_true: list[str], y_pred: list[str | None], labels
     return {name: _interval(values) for name, values in samples.items()}
 
 
-_ROUGE_TYPES = ("rouge1", "rouge2", "rougeL")
+ROUGE_TYPES = ("rouge1", "rouge2", "rougeL")
 
 
 def rouge_rows(outputs: list[str], targets: list[str]) -> list[dict[str, float]]:
     from rouge_score import rouge_scorer  # local computation; the package needs no network
 
-    scorer = rouge_scorer.RougeScorer(list(_ROUGE_TYPES), use_stemmer=True)
+    scorer = rouge_scorer.RougeScorer(list(ROUGE_TYPES), use_stemmer=True)
     rows = []
-    for out, tgt in zip(outputs, targets):
+    for out, tgt in zip(outputs, targets, strict=True):
         s = scorer.score(tgt, out)
-        rows.append({k: float(s[k].fmeasure) for k in _ROUGE_TYPES})
+        rows.append({k: float(s[k].fmeasure) for k in ROUGE_TYPES})
     return rows
 
 
-# ---------------------------------------------------------------- one entry point per task kind
+# ---------------------------------------------------------------- one scorer per task kind (eval/kinds.py)
+# Each returns (metrics, per-row details). metrics: {"n", <metric>: value, ..., "ci": {<metric>: [low, high]}};
+# the per-row details carry the parsed answer and correctness, which the predictions files store.
 
 
-def score_task(kind: str, outputs: list[str], targets: list[str], labels: list[str] | None = None,
+def score_classification(outputs: list[str], targets: list[str], labels: list[str] | None,
+                         with_intervals: bool = True) -> tuple[dict, list[dict]]:
+    if not labels:
+        raise ValueError("classification needs a label set")
+    metrics: dict = {"n": len(outputs)}
+    y_true = [t.strip().lower() for t in targets]
+    y_pred = [parse_label(first_answer_line(o), labels) for o in outputs]
+    rows = [{"parsed": p, "correct": p == t} for p, t in zip(y_pred, y_true, strict=True)]
+    if outputs:
+        metrics.update(classification_metrics(y_true, y_pred, labels))
+        if with_intervals:
+            metrics["ci"] = bootstrap_classification(y_true, y_pred, labels)
+    return metrics, rows
+
+
+def score_numeric(outputs: list[str], targets: list[str], labels: list[str] | None = None,
+                  with_intervals: bool = True) -> tuple[dict, list[dict]]:
+    metrics: dict = {"n": len(outputs)}
+    rows = []
+    for o, t in zip(outputs, targets, strict=True):
+        parsed = parse_number(first_answer_line(o))
+        rows.append({
+            "parsed": None if parsed is None else str(parsed[0]) + ("%" if parsed[1] else ""),
+            "correct": numeric_correct(first_answer_line(o), _target_number(t)),
+        })
+    if outputs:
+        correct = [float(r["correct"]) for r in rows]
+        metrics["accuracy"] = float(np.mean(correct))
+        metrics["unparsed"] = sum(r["parsed"] is None for r in rows)
+        if with_intervals:
+            metrics["ci"] = {"accuracy": bootstrap_mean(correct)}
+    return metrics, rows
+
+
+def score_text(outputs: list[str], targets: list[str], labels: list[str] | None = None,
                with_intervals: bool = True) -> tuple[dict, list[dict]]:
-    """(metrics, per-row details) for raw model outputs against targets.
-
-    metrics: {"n", <metric>: value, ..., "ci": {<metric>: [low, high]}}; per-row details carry the
-    parsed answer and correctness, which the predictions files store."""
-    n = len(outputs)
-    metrics: dict = {"n": n}
-    rows: list[dict] = []
-    if kind == "classification":
-        assert labels, "classification needs a label set"
-        y_true = [t.strip().lower() for t in targets]
-        y_pred = [parse_label(first_answer_line(o), labels) for o in outputs]
-        rows = [{"parsed": p, "correct": p == t} for p, t in zip(y_pred, y_true)]
-        if n:
-            metrics.update(classification_metrics(y_true, y_pred, labels))
-            if with_intervals:
-                metrics["ci"] = bootstrap_classification(y_true, y_pred, labels)
-    elif kind == "numeric":
-        for o, t in zip(outputs, targets):
-            parsed = parse_number(first_answer_line(o))
-            rows.append({
-                "parsed": None if parsed is None else str(parsed[0]) + ("%" if parsed[1] else ""),
-                "correct": numeric_correct(first_answer_line(o), _target_number(t)),
-            })
-        if n:
-            correct = [float(r["correct"]) for r in rows]
-            metrics["accuracy"] = float(np.mean(correct))
-            metrics["unparsed"] = sum(r["parsed"] is None for r in rows)
-            if with_intervals:
-                metrics["ci"] = {"accuracy": bootstrap_mean(correct)}
-    elif kind == "text":
-        per = rouge_rows([o.strip() for o in outputs], targets)
-        rows = [{"parsed": None, "correct": None, **r} for r in per]
-        if n:
-            for k in _ROUGE_TYPES:
-                metrics[k] = float(np.mean([r[k] for r in per]))
-            if with_intervals:
-                metrics["ci"] = {k: bootstrap_mean([r[k] for r in per]) for k in _ROUGE_TYPES}
-    else:
-        raise ValueError(f"unknown task kind {kind!r}")
+    metrics: dict = {"n": len(outputs)}
+    per = rouge_rows([o.strip() for o in outputs], targets)
+    rows = [{"parsed": None, "correct": None, **r} for r in per]
+    if outputs:
+        for k in ROUGE_TYPES:
+            metrics[k] = float(np.mean([r[k] for r in per]))
+        if with_intervals:
+            metrics["ci"] = {k: bootstrap_mean([r[k] for r in per]) for k in ROUGE_TYPES}
     return metrics, rows

@@ -5,19 +5,19 @@
 from __future__ import annotations
 
 import csv
-import datetime as dt
 import io
 import math
 
-from eval.tasks import METRICS_BY_KIND, TaskData
+from eval.kinds import KINDS
+from eval.tasks import TaskData
+from lora.fsutil import utc_now_iso
 
 
 def build_results(rows, datas: dict[str, TaskData], group_facts: list[dict], settings, versions: dict,
                   seconds: float) -> dict:
-    from eval.runner import adapter_facts  # runner imports this module
-
+    """rows: eval.runner.Row objects (name, kind, group, adapter, error, results); settings: runner.Settings."""
     tasks = {
-        name: {"kind": d.task.kind, "headline": d.task.headline, "labels": list(d.labels) if d.labels else None,
+        name: {"kind": d.task.kind.name, "headline": d.task.headline, "labels": list(d.labels) if d.labels else None,
                "data": str(d.task.data), "data_sha256": d.sha256, "n": len(d.rows),
                "max_new_tokens": d.task.max_new_tokens}
         for name, d in datas.items()
@@ -40,11 +40,11 @@ def build_results(rows, datas: dict[str, TaskData], group_facts: list[dict], set
             results[task] = res
         out_rows.append({
             "name": r.name, "kind": r.kind, "base_model": r.group.base.ref, "base_path": r.group.base.path,
-            "adapter": adapter_facts(r.adapter), "error": r.error, "results": results,
+            "adapter": r.adapter.facts() if r.adapter is not None else None, "error": r.error, "results": results,
         })
     return {
         "schema": 1,
-        "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        "created": utc_now_iso(),
         "command": settings.argv,
         "settings": {"limit": settings.limit, "batch_size": settings.batch_size, "base_quant": settings.base_quant,
                      "no_base": settings.no_base, "prompt_format": settings.prompt_format,
@@ -58,7 +58,7 @@ def build_results(rows, datas: dict[str, TaskData], group_facts: list[dict], set
 
 
 def _metric_names(kind: str, metrics: dict) -> list[str]:
-    names = list(METRICS_BY_KIND[kind])
+    names = list(KINDS[kind].metrics)
     if "bertscore_f1" in metrics:
         names.append("bertscore_f1")
     return names

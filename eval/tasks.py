@@ -1,32 +1,51 @@
 """Task registry (eval/tasks.json, or --tasks-json FILE) and test-data loading with line-exact errors.
 
     python -m eval --list-tasks
+    python -m eval --list-tasks --tasks-json my_tasks.json
+
+A registry is a JSON object of task name -> entry (keys of TaskEntry below); top-level keys starting with
+"_" are comments. Task names become file names under --out, so they are restricted to safe identifiers.
 """
 from __future__ import annotations
 
-import json
+import difflib
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from eval.errors import InputError
+from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr, ValidationError
+
+from eval.files import read_json, require_file, user_path
+from eval.kinds import KINDS, Kind
+from lora.errors import UserError
 from lora.fsutil import sha256_file
+from lora.jsonl import read_jsonl
 
 DEFAULT_REGISTRY = Path(__file__).resolve().parent / "tasks.json"
-KINDS = ("classification", "numeric", "text")
-DEFAULT_HEADLINE = {"classification": "accuracy", "numeric": "accuracy", "text": "rougeL"}
-METRICS_BY_KIND = {
-    "classification": ("accuracy", "f1_weighted", "f1_macro"),
-    "numeric": ("accuracy",),
-    "text": ("rouge1", "rouge2", "rougeL"),
-}
-DEFAULT_MAX_NEW_TOKENS = {"classification": 8, "numeric": 16, "text": 128}
+# pairs/<task>.json and predictions/<row>/<task>.jsonl: a name like "../../x" would write outside --out.
+TASK_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
+TASK_NAME_MAX = 100
+
+
+class TaskEntry(BaseModel):
+    """One registry entry as written."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    data: StrictStr = Field(description="JSONL test file, relative to the registry's folder")
+    kind: StrictStr
+    labels: list[StrictStr] | None = Field(default=None, min_length=1)
+    max_new_tokens: StrictInt | None = Field(default=None, ge=1)
+    prompt_format: StrictStr | None = None
+    headline: StrictStr | None = None
+    description: StrictStr = ""
 
 
 @dataclass(frozen=True)
 class Task:
     name: str
     data: Path
-    kind: str
+    kind: Kind
     max_new_tokens: int
     headline: str
     labels: tuple[str, ...] | None = None  # None: derived from the data when loaded
@@ -35,69 +54,116 @@ class Task:
     spec: dict = field(default_factory=dict, compare=False, hash=False)  # the registry entry as written
 
 
-def parse_registry(raw: dict, base_dir: Path, source: str) -> dict[str, Task]:
-    """Validate a registry's JSON object; every problem names the file and the task."""
+def _did_you_mean(word: str, choices) -> str:
+    close = difflib.get_close_matches(word, list(choices), n=3, cutoff=0.6)
+    return f"; did you mean {' or '.join(repr(c) for c in close)}?" if close else ""
+
+
+def _entry_error(err: dict) -> str:
+    key = ".".join(str(p) for p in err["loc"]) or "(entry)"
+    if err["type"] == "extra_forbidden":
+        return f"unknown key {key!r}{_did_you_mean(str(err['loc'][0]), TaskEntry.model_fields)}"
+    if err["type"] == "missing":
+        return f"missing required key {key!r}"
+    return f"key {key!r}: {err['msg']}"
+
+
+def check_task_name(name: str, source: str) -> None:
+    shown = name if len(name) <= 60 else name[:59] + "…"
+    if len(name) > TASK_NAME_MAX or not TASK_NAME.fullmatch(name) or ".." in name:
+        raise UserError(f"{source}: task name {shown!r} is not a safe identifier (letters, digits, _ . -; "
+                        f"starts with a letter or digit; no '..'; at most {TASK_NAME_MAX} characters)")
+
+
+def parse_entry(name: str, raw: object, base_dir: Path, source: str) -> Task:
+    """One entry -> Task; every problem is one line naming the file, the task and the key."""
+    where = f"{source}: task {name!r}"
+    if not isinstance(raw, dict):
+        raise UserError(f"{where}: entry must be an object, got {type(raw).__name__}")
+    try:
+        entry = TaskEntry.model_validate(raw)
+    except ValidationError as exc:
+        raise UserError(f"{where}: {_entry_error(exc.errors()[0])}") from None
+    kind = KINDS.get(entry.kind)
+    if kind is None:
+        raise UserError(f"{where}: key 'kind': must be one of {', '.join(KINDS)}, got {entry.kind!r}"
+                        f"{_did_you_mean(entry.kind, KINDS)}")
+    labels = None
+    if entry.labels is not None:
+        if not kind.has_labels:
+            raise UserError(f"{where}: key 'labels': labels only apply to a kind with labels, not {kind.name}")
+        if not all(x.strip() for x in entry.labels):
+            raise UserError(f"{where}: key 'labels': labels must be non-blank strings")
+        labels = tuple(kind.normalize_target(x) for x in entry.labels)
+    headline = entry.headline or kind.headline
+    if headline not in kind.metrics:
+        raise UserError(f"{where}: key 'headline': must be one of {', '.join(kind.metrics)}, got {headline!r}")
+    if entry.prompt_format is not None:
+        from lora.prompts import PROMPT_FORMATS
+
+        if entry.prompt_format not in PROMPT_FORMATS:
+            raise UserError(f"{where}: key 'prompt_format': unknown {entry.prompt_format!r} "
+                            f"(known: {', '.join(PROMPT_FORMATS)}){_did_you_mean(entry.prompt_format, PROMPT_FORMATS)}")
+    data = user_path(entry.data, f"{where}: data")
+    return Task(
+        name=name, data=data if data.is_absolute() else (base_dir / data).resolve(), kind=kind,
+        max_new_tokens=entry.max_new_tokens or kind.max_new_tokens, headline=headline, labels=labels,
+        prompt_format=entry.prompt_format, description=entry.description, spec=dict(raw),
+    )
+
+
+def parse_registry(raw: object, base_dir: Path, source: str) -> dict[str, Task]:
+    if not isinstance(raw, dict):
+        raise UserError(f"{source}: task registry must be a JSON object of task name -> entry")
     tasks: dict[str, Task] = {}
     for name, entry in raw.items():
         if name.startswith("_"):
             continue  # "_comment" and friends
-        where = f"{source}: task {name!r}"
-        if not isinstance(entry, dict):
-            raise InputError(f"{where}: entry must be an object")
-        kind = entry.get("kind")
-        if kind not in KINDS:
-            raise InputError(f"{where}: kind must be one of {', '.join(KINDS)}, got {kind!r}")
-        if not isinstance(entry.get("data"), str):
-            raise InputError(f"{where}: 'data' (path to a JSONL file) is required")
-        labels = entry.get("labels")
-        if labels is not None:
-            if kind != "classification":
-                raise InputError(f"{where}: labels only apply to classification tasks")
-            if not (isinstance(labels, list) and labels and all(isinstance(x, str) and x.strip() for x in labels)):
-                raise InputError(f"{where}: labels must be a non-empty list of strings")
-            labels = tuple(x.strip().lower() for x in labels)
-        max_new = entry.get("max_new_tokens", DEFAULT_MAX_NEW_TOKENS[kind])
-        if not isinstance(max_new, int) or max_new < 1:
-            raise InputError(f"{where}: max_new_tokens must be a positive integer")
-        headline = entry.get("headline", DEFAULT_HEADLINE[kind])
-        if headline not in METRICS_BY_KIND[kind]:
-            raise InputError(f"{where}: headline must be one of {', '.join(METRICS_BY_KIND[kind])}")
-        fmt = entry.get("prompt_format")
-        if fmt is not None:
-            from lora.prompts import PROMPT_FORMATS
-
-            if fmt not in PROMPT_FORMATS:
-                raise InputError(f"{where}: unknown prompt_format {fmt!r} (known: {', '.join(PROMPT_FORMATS)})")
-        data = Path(entry["data"])
-        tasks[name] = Task(
-            name=name, data=data if data.is_absolute() else (base_dir / data).resolve(), kind=kind,
-            max_new_tokens=max_new, headline=headline, labels=labels, prompt_format=fmt,
-            description=str(entry.get("description", "")), spec=dict(entry),
-        )
+        check_task_name(name, source)
+        tasks[name] = parse_entry(name, entry, base_dir, source)
     if not tasks:
-        raise InputError(f"{source}: no tasks defined")
+        raise UserError(f"{source}: no tasks defined")
     return tasks
 
 
+def _no_duplicate_keys(pairs: list[tuple[str, object]]) -> dict:
+    seen: dict = {}
+    for key, value in pairs:
+        if key in seen:  # json.loads would silently keep the last one
+            raise UserError(f"duplicate key {key!r} in the task registry; each task and key must appear once")
+        seen[key] = value
+    return seen
+
+
 def load_registry(path: Path | str | None = None) -> dict[str, Task]:
-    path = Path(path) if path else DEFAULT_REGISTRY
+    path = user_path(path, "task registry") if path else DEFAULT_REGISTRY
     try:
-        raw = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise InputError(f"task registry {path} not found") from None
-    except json.JSONDecodeError as exc:
-        raise InputError(f"{path}:{exc.lineno}: task registry is not valid JSON ({exc.msg})") from None
-    if not isinstance(raw, dict):
-        raise InputError(f"{path}: task registry must be a JSON object of task name -> entry")
+        raw = read_json(path, "task registry", object_pairs_hook=_no_duplicate_keys)
+    except UserError as exc:
+        if str(exc).startswith("duplicate key"):
+            raise UserError(f"{path}: {exc}") from None
+        raise
     return parse_registry(raw, path.resolve().parent, str(path))
 
 
-def select_tasks(registry: dict[str, Task], names: list[str] | None) -> list[Task]:
+def parse_task_names(values: list[str] | None) -> list[str] | None:
+    """--tasks a,b --tasks c -> [a, b, c]; None when the option is absent (every task). Given but naming
+    nothing (`--tasks ,`) is an error, not "every task"."""
+    if values is None:
+        return None
+    names = [t.strip() for v in values for t in v.split(",") if t.strip()]
     if not names:
+        raise UserError(f"--tasks {','.join(values)!r} names no task; give task names (python -m eval --list-tasks)")
+    return names
+
+
+def select_tasks(registry: dict[str, Task], names: list[str] | None) -> list[Task]:
+    if names is None:
         return list(registry.values())
     unknown = [n for n in names if n not in registry]
     if unknown:
-        raise InputError(f"unknown task {', '.join(unknown)} (known tasks: {', '.join(registry)})")
+        hint = _did_you_mean(unknown[0], registry)
+        raise UserError(f"unknown task {', '.join(unknown)}{hint} (known tasks: {', '.join(registry)})")
     return [registry[n] for n in dict.fromkeys(names)]
 
 
@@ -108,45 +174,24 @@ class TaskData:
     labels: tuple[str, ...] | None
     sha256: str
 
-
-def read_jsonl_rows(path: Path, keys: tuple[str, ...]):
-    """Yield (line number, object) for each non-blank line; InputError names file and line otherwise."""
-    with open(path, encoding="utf-8") as f:
-        for lineno, line in enumerate(f, start=1):
-            if not line.strip():
-                continue
-            try:
-                obj = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise InputError(f"{path}:{lineno}: not valid JSON ({exc.msg})") from None
-            if not (isinstance(obj, dict) and all(isinstance(obj.get(k), str) for k in keys)):
-                shape = ", ".join(f'"{k}": str' for k in keys)
-                raise InputError(f"{path}:{lineno}: expected {{{shape}}}")
-            yield lineno, obj
+    def head(self, limit: int | None) -> TaskData:
+        """The first `limit` rows (file order); the data hash stays the file's."""
+        if limit is None:
+            return self
+        return TaskData(task=self.task, rows=self.rows[:limit], labels=self.labels, sha256=self.sha256)
 
 
 def load_task_data(task: Task) -> TaskData:
     """Read and validate every line (so a malformed line stops the run before any model loads)."""
-    if not task.data.is_file():
-        raise InputError(f"task {task.name}: data file {task.data} not found")
+    require_file(task.data, f"task {task.name}: data file")
     rows: list[dict] = []
-    for lineno, obj in read_jsonl_rows(task.data, ("context", "target")):
-        target = obj["target"].strip()
-        if task.kind == "classification":
-            target = target.lower()
-            if task.labels is not None and target not in task.labels:
-                raise InputError(
-                    f"{task.data}:{lineno}: target {obj['target']!r} is not one of the labels {', '.join(task.labels)}"
-                )
-        elif task.kind == "numeric":
-            from eval.metrics import parse_target_number
-
-            if parse_target_number(target) is None:
-                raise InputError(f"{task.data}:{lineno}: numeric target {obj['target']!r} is not a number")
+    for lineno, obj in read_jsonl(task.data, ("context", "target"), f"task {task.name}: data file"):
+        target = task.kind.normalize_target(obj["target"])
+        problem = task.kind.target_problem(target, task.labels)
+        if problem:
+            raise UserError(f"{task.data}:{lineno}: target {obj['target']!r} {problem}")
         rows.append({"id": lineno - 1, "context": obj["context"], "target": target})
     if not rows:
-        raise InputError(f"task {task.name}: data file {task.data} has no rows")
-    labels = task.labels
-    if task.kind == "classification" and labels is None:
-        labels = tuple(sorted({r["target"] for r in rows}))
+        raise UserError(f"task {task.name}: data file {task.data} has no rows")
+    labels = task.labels or task.kind.derive_labels([r["target"] for r in rows])
     return TaskData(task=task, rows=rows, labels=labels, sha256=sha256_file(task.data))

@@ -1,5 +1,5 @@
-"""Discovery, planning, bad-input handling and `score`, through the functions and the CLI (fast: no model
-is loaded, adapters are fake folders).
+"""eval/cli.py: bad input -> one `error:` line and exit 2 with nothing written, `score`, `--list-tasks`, and
+the entry points that must not import torch (fast: no model is loaded, adapters are fake folders).
 
     .venv/bin/python -m pytest tests/test_eval_cli.py -q
 """
@@ -7,135 +7,38 @@ from __future__ import annotations
 
 import json
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
+import eval.runner
 from eval.cli import main
-from eval.discovery import discover, group_by_base, prompt_for, resolve_base
-from eval.errors import InputError
-from eval.runner import Settings, plan_group
-from eval.tasks import load_registry, load_task_data
-from lora.base_model import BUNDLED_MODEL_REF
-from lora.prompts import PROMPT_FORMATS
+from eval.fixtures import BUNDLED_REF, run_record
+from eval.fixtures import make_fake_adapter as fake_adapter
 
-FINLORA_CONFIGS = Path(__file__).resolve().parents[2] / "shared" / "data" / "finlora" / "adapter_configs"
-
-
-def fake_adapter(folder: Path, base: str = "models/base_model/smollm2-135m-instruct", run: dict | None = None,
-                 weights: bytes | None = None) -> Path:
-    folder.mkdir(parents=True, exist_ok=True)
-    (folder / "adapter_config.json").write_text(json.dumps({"base_model_name_or_path": base, "peft_type": "LORA", "r": 2}))
-    if weights is not None:
-        (folder / "adapter_model.safetensors").write_bytes(weights)
-    else:
-        from safetensors.torch import save_file
-        import torch
-
-        save_file({"base_model.model.x.lora_A.weight": torch.zeros(2, 2)}, str(folder / "adapter_model.safetensors"))
-    if run is not None:
-        (folder / "run.json").write_text(json.dumps(run))
-    return folder
-
-
-def run_json(name: str, status: str = "complete", fmt: str = "chatml") -> dict:
-    return {"schema": 1, "name": name, "status": status, "base_model": "models/base_model/smollm2-135m-instruct",
-            "prompt_format": {"name": fmt, "template": PROMPT_FORMATS[fmt]}, "entry": {}, "recipe_path": "x"}
+REPO = Path(__file__).resolve().parents[1]
+FINLORA_CONFIGS = REPO.parent / "shared" / "data" / "finlora" / "adapter_configs"
 
 
 def err_line(capsys) -> str:
-    err = capsys.readouterr().err.strip().splitlines()
-    assert err and err[-1].startswith("error: ")
-    return err[-1]
+    """Bad input prints exactly one line on stderr, and it starts with `error: `."""
+    err = capsys.readouterr().err.splitlines()
+    assert len(err) == 1 and err[0].startswith("error: "), err
+    return err[0]
 
 
-# ---------------------------------------------------------------- discovery
+@pytest.fixture
+def no_run(monkeypatch):
+    """Fails the test if evaluation starts: bad input must be refused before it."""
+    def refuse(*args, **kwargs):
+        raise AssertionError("evaluation started")
+
+    monkeypatch.setattr(eval.runner, "run", refuse)
 
 
-def test_discovery_recursive_skips_checkpoints_and_names_rows(tmp_path):
-    fake_adapter(tmp_path / "lora_adapters" / "alpha", run=run_json("alpha"))
-    fake_adapter(tmp_path / "lora_adapters" / "alpha" / "checkpoint-10", run=run_json("alpha-ckpt"))
-    fake_adapter(tmp_path / "lora_adapters" / "fp16_r8" / "ner_llama")  # FinLoRA layout, no run.json
-    found = discover([tmp_path / "lora_adapters"])
-    assert [a.name for a in found] == ["alpha", "fp16_r8/ner_llama"]
-    assert [a.slug for a in found] == ["alpha", "fp16_r8_ner_llama"]
-    assert all(a.error is None for a in found)
-    # an adapter folder given directly is named after itself
-    assert [a.name for a in discover([tmp_path / "lora_adapters" / "fp16_r8" / "ner_llama"])] == ["ner_llama"]
-
-
-def test_discovery_errors_are_rows(tmp_path):
-    fake_adapter(tmp_path / "running", run=run_json("running", status="running"))
-    fake_adapter(tmp_path / "corrupt", weights=b"garbage")
-    (tmp_path / "noweights").mkdir()
-    (tmp_path / "noweights" / "adapter_config.json").write_text("{}")
-    (tmp_path / "badjson").mkdir()
-    (tmp_path / "badjson" / "adapter_config.json").write_text("{not json")
-    by_name = {a.name: a for a in discover([tmp_path])}
-    assert by_name["running"].error == "training did not finish (run.json status: running)"
-    assert "unreadable" in by_name["corrupt"].error
-    assert "no adapter weights" in by_name["noweights"].error
-    assert "not valid JSON" in by_name["badjson"].error
-
-
-def test_duplicate_names_get_paths(tmp_path):
-    fake_adapter(tmp_path / "a" / "x", run=run_json("same"))
-    fake_adapter(tmp_path / "b" / "x", run=run_json("same"))
-    names = [a.name for a in discover([tmp_path])]
-    assert names == ["a/x", "b/x"]  # the folders under the argument, not absolute paths
-
-
-def test_copies_of_one_run_are_named_by_folder(tmp_path):
-    # Four copies of one trained adapter (same run.json name) stay four rows, named by their folders.
-    for i in range(3):
-        fake_adapter(tmp_path / f"copy_{i}", run=run_json("sentiment"))
-    fake_adapter(tmp_path / "other", run=run_json("base"))  # "base" is the base row's name
-    names = [a.name for a in discover([tmp_path])]
-    assert names == ["copy_0", "copy_1", "copy_2", "other"]
-    assert len({a.slug for a in discover([tmp_path])}) == 4
-
-
-def test_prompt_precedence(tmp_path):
-    with_run = discover([fake_adapter(tmp_path / "r", run=run_json("r", fmt="chatml"))])[0]
-    without = discover([fake_adapter(tmp_path / "n")])[0]
-    assert prompt_for(with_run, "raw", "llama3_chat") == ("chatml", PROMPT_FORMATS["chatml"])  # trained with it
-    assert prompt_for(without, None, None) == ("finlora_inst", PROMPT_FORMATS["finlora_inst"])
-    assert prompt_for(without, "raw", None)[0] == "raw"
-    assert prompt_for(without, "raw", "chatml")[0] == "chatml"
-
-
-def test_resolve_base(tmp_path):
-    assert resolve_base(BUNDLED_MODEL_REF).path is not None or resolve_base(BUNDLED_MODEL_REF).error
-    missing = resolve_base("meta-llama/Llama-3.1-8B-Instruct")
-    assert missing.path is None and "meta-llama/Llama-3.1-8B-Instruct" in missing.error
-    (tmp_path / "empty").mkdir()
-    assert "no config.json" in resolve_base(str(tmp_path / "empty")).error
-
-
-def test_grouping_and_base_rows_follow_adapter_prompts(tmp_path):
-    fake_adapter(tmp_path / "a", run=run_json("a", fmt="chatml"))
-    fake_adapter(tmp_path / "b", run=run_json("b", fmt="chatml"))
-    fake_adapter(tmp_path / "c")  # no run.json: finlora_inst
-    fake_adapter(tmp_path / "other", base="someone/missing-model")
-    adapters = discover([tmp_path])
-    groups = group_by_base(adapters)
-    assert [len(g.adapters) for g in groups] == [3, 1]
-    assert "someone/missing-model" in groups[1].base.error
-    datas = {"fpb": load_task_data(load_registry()["fpb"])}
-    rows, pairs = plan_group(groups[0], datas, Settings(out=tmp_path), many_groups=False)
-    assert [r.name for r in rows] == ["base [chatml]", "base [finlora_inst]", "a", "b", "c"]
-    assert {(p.row, p.prompt_format, p.base_row) for p in pairs} == {
-        ("base [chatml]", "chatml", None), ("base [finlora_inst]", "finlora_inst", None),
-        ("a", "chatml", "base [chatml]"), ("b", "chatml", "base [chatml]"), ("c", "finlora_inst", "base [finlora_inst]"),
-    }
-    # one prompt in the group: a single row called "base"
-    rows, _ = plan_group(group_by_base(adapters[:2])[0], datas, Settings(out=tmp_path), many_groups=False)
-    assert [r.name for r in rows] == ["base", "a", "b"]
-    # --base-model puts everyone in one group
-    assert len(group_by_base(adapters, override=str(tmp_path))) == 1
-
-
-# ---------------------------------------------------------------- bad input -> exit 2
+# ---------------------------------------------------------------- bad input -> exit 2, nothing written
 
 
 def test_folder_without_adapters(tmp_path, capsys):
@@ -151,10 +54,19 @@ def test_missing_folder(tmp_path, capsys):
 
 
 def test_unknown_task_lists_known(tmp_path, capsys):
-    fake_adapter(tmp_path / "a", run=run_json("a"))
+    fake_adapter(tmp_path / "a", run=run_record("a"))
     assert main([str(tmp_path / "a"), "--tasks", "fpb,nosuch"]) == 2
     line = err_line(capsys)
     assert "nosuch" in line and "fpb" in line and "financebench" in line
+
+
+@pytest.mark.parametrize("tasks", [",", " , ", ""])
+def test_tasks_option_naming_nothing_is_an_error(tmp_path, capsys, no_run, tasks):
+    # before: an empty list meant "every task", a full evaluation nobody asked for
+    out = tmp_path / "out"
+    assert main(["--base-model", BUNDLED_REF, "--tasks", tasks, "--out", str(out)]) == 2
+    assert "names no task" in err_line(capsys)
+    assert not out.exists()
 
 
 def _registry(tmp_path: Path, data: str) -> Path:
@@ -164,7 +76,7 @@ def _registry(tmp_path: Path, data: str) -> Path:
 
 
 def test_missing_task_data(tmp_path, capsys):
-    fake_adapter(tmp_path / "a", run=run_json("a"))
+    fake_adapter(tmp_path / "a", run=run_record("a"))
     reg = _registry(tmp_path, "missing.jsonl")
     assert main([str(tmp_path / "a"), "--tasks-json", str(reg)]) == 2
     line = err_line(capsys)
@@ -172,7 +84,7 @@ def test_missing_task_data(tmp_path, capsys):
 
 
 def test_malformed_task_line(tmp_path, capsys):
-    fake_adapter(tmp_path / "a", run=run_json("a"))
+    fake_adapter(tmp_path / "a", run=run_record("a"))
     (tmp_path / "mini.jsonl").write_text('{"context": "c", "target": "negative"}\n{"context": "c"\n')
     reg = _registry(tmp_path, "mini.jsonl")
     assert main([str(tmp_path / "a"), "--tasks-json", str(reg)]) == 2
@@ -183,12 +95,44 @@ def test_malformed_task_line(tmp_path, capsys):
     assert ":2:" in line and "meh" in line
 
 
-def test_bad_registry(tmp_path, capsys):
+@pytest.mark.parametrize("content", [b"\xff\xfe", b"[" * 100_000, b'{"t": {"data": "x", "kind": "vibes"}}'])
+def test_bad_registry_exits_2(tmp_path, capsys, content):
     reg = tmp_path / "tasks.json"
-    reg.write_text(json.dumps({"t": {"data": "x.jsonl", "kind": "vibes"}}))
-    with pytest.raises(InputError, match="kind must be one of"):
-        load_registry(reg)
+    reg.write_bytes(content)
     assert main(["--tasks-json", str(reg), "--list-tasks"]) == 2
+    assert str(reg) in err_line(capsys)
+
+
+@pytest.mark.parametrize("path", ["~nosuchuser_eval/t.json", "x" * 5000, "."])
+def test_hostile_registry_paths_exit_2(capsys, path):
+    assert main(["--tasks-json", path, "--list-tasks"]) == 2
+    err_line(capsys)
+
+
+@pytest.mark.parametrize("base", ["/nope", "someone/not-cached-model", "~nosuchuser_eval/m"])
+def test_missing_base_model_exits_2_before_anything(tmp_path, capsys, no_run, base):
+    fake_adapter(tmp_path / "a", run=run_record("a"))
+    out = tmp_path / "out"
+    for argv in (["--base-model", base], [str(tmp_path / "a"), "--base-model", base]):
+        assert main([*argv, "--tasks", "fpb", "--out", str(out)]) == 2
+        line = err_line(capsys)
+        assert line.startswith("error: --base-model:") and base.lstrip("~") in line
+        assert not out.exists()
+
+
+@pytest.mark.parametrize("below", [None, "sub"])  # --out is a file, or a folder under a file
+def test_unwritable_out_exits_2_before_generation(tmp_path, capsys, no_run, below):
+    (tmp_path / "out").write_text("a file")
+    out = tmp_path / "out" / below if below else tmp_path / "out"
+    assert main(["--base-model", BUNDLED_REF, "--tasks", "fpb", "--limit", "1", "--out", str(out)]) == 2
+    line = err_line(capsys)
+    assert f"--out {out}" in line and "not a writable folder" in line
+
+
+def test_bertscore_model_must_be_a_local_folder(tmp_path, capsys, no_run):
+    for value in (str(tmp_path / "nope"), "roberta-large", "~nosuchuser_eval/enc"):
+        assert main(["--base-model", BUNDLED_REF, "--bertscore-model", value, "--out", str(tmp_path / "o")]) == 2
+        assert "--bertscore-model" in err_line(capsys)
 
 
 def test_list_tasks(capsys):
@@ -196,12 +140,51 @@ def test_list_tasks(capsys):
     out = capsys.readouterr().out
     for t in ("fpb", "tfns", "ner", "formula", "xbrl_term", "financebench"):
         assert t in out
+    assert "classification" in out and "headline=rougeL" in out
 
 
-def test_registry_labels_and_data_agree():
-    for task in load_registry().values():
-        data = load_task_data(task)  # raises on any malformed line / off-label target
-        assert data.rows
+def test_dry_run_plans_without_writing(tmp_path, capsys):
+    fake_adapter(tmp_path / "good", run=run_record("good"))
+    (tmp_path / "bad").mkdir()
+    (tmp_path / "bad" / "adapter_config.json").write_text("{not json")
+    out = tmp_path / "out"
+    assert main([str(tmp_path), "--tasks", "fpb", "--dry-run", "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    rows = [line.split()[1] for line in printed.splitlines() if line.startswith(("  base ", "  adapter "))]
+    assert rows == ["base", "good", "bad"]  # the broken adapter adds its error row, no base row of its own
+    assert "good × fpb: prompt chatml" in printed
+    assert not out.exists()
+
+
+# ---------------------------------------------------------------- no torch on the light paths
+
+
+LIGHT_PATHS = {
+    "help": ["--help"],
+    "list-tasks": ["--list-tasks"],
+    "dry-run": ["{adapter}", "--base-model", BUNDLED_REF, "--tasks", "fpb,formula", "--dry-run"],
+    "score": ["score", "--task", "fpb", "--predictions", "{preds}"],
+    "score-help": ["score", "--help"],
+}
+
+
+@pytest.mark.parametrize("name", list(LIGHT_PATHS))
+def test_light_paths_import_no_torch(tmp_path, name):
+    adapter = fake_adapter(tmp_path / "a", run=run_record("a"))
+    preds = tmp_path / "p.jsonl"
+    preds.write_text('{"output": "negative", "target": "negative"}\n')
+    argv = [a.format(adapter=adapter, preds=preds) for a in LIGHT_PATHS[name]]
+    code = (
+        "import sys\n"
+        "from eval.cli import main\n"
+        "try:\n    rc = main(sys.argv[1:])\nexcept SystemExit as exc:\n    rc = exc.code\n"
+        "heavy = sorted(m for m in ('torch', 'transformers', 'peft') if m in sys.modules)\n"
+        "print('HEAVY', ','.join(heavy), 'RC', rc)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code, *argv], cwd=REPO, capture_output=True, text=True, timeout=120,
+                          env={"PATH": "/usr/bin:/bin", "HF_HUB_OFFLINE": "1"})
+    last = done.stdout.strip().splitlines()[-1]
+    assert last == "HEAVY  RC 0", (last, done.stderr[-2000:])
 
 
 # ---------------------------------------------------------------- groups that cannot run: rows, not crashes

@@ -113,7 +113,7 @@ def test_classification_metrics_match_sklearn():
 def test_hand_made_classification():
     y_true = ["negative", "negative", "neutral", "positive"]
     answers = ["strong negative", "negative.", "Neutral", "I think so"]
-    metrics, rows = M.score_task("classification", answers, y_true, SENT)
+    metrics, rows = M.score_classification(answers, y_true, SENT)
     # "strong negative" is not a label of this task: it mentions "negative" -> correct
     assert [r["parsed"] for r in rows] == ["negative", "negative", "neutral", None]
     assert metrics["accuracy"] == 0.75
@@ -153,7 +153,7 @@ def test_bootstrap_is_deterministic_and_brackets_the_estimate():
 
 
 def test_numeric_score_task():
-    metrics, rows = M.score_task("numeric", ["15092.45\nmore", "$2,297.17", "none"], ["15092.44", "2297.17", "3"])
+    metrics, rows = M.score_numeric(["15092.45\nmore", "$2,297.17", "none"], ["15092.44", "2297.17", "3"])
     assert [r["correct"] for r in rows] == [True, True, False]
     assert metrics["accuracy"] == pytest.approx(2 / 3)
     assert metrics["unparsed"] == 1
@@ -165,10 +165,10 @@ def test_text_score_matches_rouge_score():
 
     outs = ["The liability for frequent flyer miles.", "", "Revenue recognized over time"]
     refs = ["Value of revenue deferred for frequent flyer programs.", "Something", "Revenue recognized over time"]
-    metrics, rows = M.score_task("text", outs, refs)
+    metrics, rows = M.score_text(outs, refs)
     scorer = rouge_scorer.RougeScorer(["rouge1", "rouge2", "rougeL"], use_stemmer=True)
     for k in ("rouge1", "rouge2", "rougeL"):
-        want = [scorer.score(r, o.strip())[k].fmeasure for o, r in zip(outs, refs)]
+        want = [scorer.score(r, o.strip())[k].fmeasure for o, r in zip(outs, refs, strict=True)]
         assert metrics[k] == pytest.approx(float(np.mean(want)), abs=1e-12)
         assert [row[k] for row in rows] == pytest.approx(want)
     assert rows[2]["rougeL"] == 1.0

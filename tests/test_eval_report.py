@@ -60,3 +60,14 @@ def test_csv(results):
     assert f1["delta_vs_base"] == "" and f1["headline"] == "0"
     assert [x["error"] for x in lines if x["row"] == "late"] == ["training did not finish (run.json status: running)"]
     assert any(x["row"] == "base" and x["task"] == "formula" and "boom" in x["error"] for x in lines)
+
+
+def test_report_does_not_import_the_runner():
+    # report is pure (data in, text out); runner imports report, so the reverse would be a cycle.
+    import subprocess
+    import sys
+
+    code = "import sys, eval.report; print('eval.runner' in sys.modules, 'torch' in sys.modules)"
+    done = subprocess.run([sys.executable, "-c", code], cwd=Path(__file__).resolve().parents[1], capture_output=True,
+                          text=True, timeout=60)
+    assert done.stdout.split() == ["False", "False"], done.stderr

@@ -1,0 +1,85 @@
+"""Paths and JSON files from the user, turned into one-line UserErrors instead of tracebacks.
+
+    python -m eval --tasks-json ~nosuchuser/tasks.json --list-tasks     # error: ... (exit 2)
+
+Hostile inputs seen in practice: `~user` that does not exist (expanduser raises RuntimeError), names over
+the file system's limit (stat raises ENAMETOOLONG, which pathlib does not swallow), NUL bytes (ValueError),
+a folder where a file belongs, invalid UTF-8, integers over Python's digit limit and deep nesting (json
+raises ValueError / RecursionError, not JSONDecodeError).
+"""
+from __future__ import annotations
+
+import json
+import os
+import stat
+from pathlib import Path
+
+from lora.errors import UserError
+
+
+def user_path(text: str | Path, what: str) -> Path:
+    """A path as the user wrote it, with ~ expanded."""
+    try:
+        return Path(text).expanduser()
+    except RuntimeError as exc:  # ~nosuchuser
+        raise UserError(f"{what} {text}: {exc}") from None
+
+
+def stat_kind(path: Path, what: str) -> str:
+    """'file', 'dir', 'other' or 'missing'; UserError for a path the OS refuses to look at."""
+    try:
+        st = path.stat()
+    except FileNotFoundError:
+        return "missing"
+    except NotADirectoryError:
+        return "missing"
+    except ValueError as exc:  # embedded NUL byte
+        raise UserError(f"{what} {path!r}: {exc}") from None
+    except OSError as exc:  # ENAMETOOLONG, EACCES, ELOOP, ...
+        raise UserError(f"{what} {_short(path)}: {exc.strerror or exc}") from None
+    if stat.S_ISREG(st.st_mode):
+        return "file"
+    return "dir" if stat.S_ISDIR(st.st_mode) else "other"
+
+
+def require_file(path: Path, what: str) -> None:
+    kind = stat_kind(path, what)
+    if kind == "missing":
+        raise UserError(f"{what} {_short(path)} not found")
+    if kind != "file":
+        raise UserError(f"{what} {_short(path)} is not a file")
+
+
+def read_json(path: Path, what: str, object_pairs_hook=None) -> object:
+    """The parsed content of a JSON file; every failure is one UserError naming the file."""
+    require_file(path, what)
+    try:
+        text = path.read_bytes().decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise UserError(f"{path}: {what} is not UTF-8 text (byte {exc.start})") from None
+    except OSError as exc:
+        raise UserError(f"{what} {path} cannot be read ({exc.strerror or exc})") from None
+    try:
+        return json.loads(text, object_pairs_hook=object_pairs_hook)
+    except json.JSONDecodeError as exc:
+        raise UserError(f"{path}:{exc.lineno}: {what} is not valid JSON ({exc.msg})") from None
+    except (ValueError, RecursionError) as exc:  # digit limit, nesting depth
+        raise UserError(f"{path}: {what} is not usable JSON ({type(exc).__name__}: {exc})") from None
+
+
+def check_writable_dir(path: Path, what: str) -> None:
+    """Create the folder if needed and prove a file can be written in it, before hours of generation."""
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        probe = path / f".write-test-{os.getpid()}"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except (OSError, ValueError) as exc:
+        reason = getattr(exc, "strerror", None) or str(exc)
+        raise UserError(f"{what} {_short(path)} is not a writable folder ({reason})") from None
+
+
+def _short(path: Path, limit: int = 200) -> str:
+    """Over-long names are shown cut, so the message stays readable."""
+    text = str(path)
+    return text if len(text) <= limit else text[: limit - 1] + "…"
