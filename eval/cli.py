@@ -64,7 +64,7 @@ def build_score_parser() -> argparse.ArgumentParser:
 
 
 def read_predictions(path: Path) -> tuple[list[str], list[str]]:
-    from eval.files import require_file
+    from lora.files import require_file
     from lora.jsonl import read_jsonl
 
     require_file(path, "predictions file")
@@ -78,8 +78,8 @@ def read_predictions(path: Path) -> tuple[list[str], list[str]]:
 
 
 def score_main(argv: list[str]) -> int:
-    from eval.files import user_path
     from eval.tasks import load_registry, load_task_data, select_tasks
+    from lora.files import user_path
 
     args = build_score_parser().parse_args(argv)
     task = select_tasks(load_registry(args.tasks_json), [args.task])[0]
@@ -112,7 +112,7 @@ def check_run_args(args) -> None:
     if not args.paths and not args.base_model:
         raise UserError("give adapter folders, or --base-model PATH to evaluate a base model alone")
     if args.bertscore_model:
-        from eval.files import stat_kind, user_path
+        from lora.files import stat_kind, user_path
 
         if stat_kind(user_path(args.bertscore_model, "--bertscore-model"), "--bertscore-model") != "dir":
             raise UserError(f"--bertscore-model {args.bertscore_model}: not a local folder (BERTScore never downloads)")
@@ -157,9 +157,9 @@ def write_results(results: dict, out: Path) -> None:
 
 
 def run_main(argv: list[str]) -> int:
-    from eval.files import check_writable_dir, user_path
     from eval.runner import Settings, run
     from eval.tasks import load_registry, load_task_data, parse_task_names, select_tasks
+    from lora.files import check_writable_dir, user_path
 
     args = build_parser().parse_args(argv)
     registry = load_registry(args.tasks_json)

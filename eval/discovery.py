@@ -10,8 +10,8 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from eval.files import read_json, stat_kind, user_path
 from lora.errors import UserError, one_line
+from lora.files import read_json, stat_kind, user_path
 from lora.fsutil import ADAPTER_WEIGHT_FILES, REPO_ROOT, adapter_weights, repo_relative
 from lora.prompts import DEFAULT_PROMPT_FORMAT, PROMPT_FORMATS
 from lora.run_record import RunRecord, resolve_portable

@@ -15,9 +15,9 @@ from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr, ValidationError
 
-from eval.files import read_json, require_file, user_path
 from eval.kinds import KINDS, Kind
 from lora.errors import UserError
+from lora.files import read_json, require_file, user_path
 from lora.fsutil import sha256_file
 from lora.jsonl import read_jsonl
 

@@ -14,12 +14,14 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from lora.errors import UserError
+from lora.files import stat_kind
 
 
 def check_readable_file(path: Path, what: str) -> None:
-    if not path.exists():
+    kind = stat_kind(path, what)  # NUL bytes, over-long names: one line, not a traceback
+    if kind == "missing":
         raise UserError(f"{what} {path} does not exist")
-    if not path.is_file():
+    if kind != "file":
         raise UserError(f"{what} {path} is not a file")
 
 
@@ -40,7 +42,7 @@ def parse_line(raw: bytes | str, where: str, keys: tuple[str, ...]) -> dict:
     except json.JSONDecodeError as exc:
         raise UserError(f"{where}: not a JSON object (invalid JSON: {exc.msg} at column {exc.colno})") from None
     except (ValueError, RecursionError) as exc:  # digit limit, nesting depth
-        raise UserError(f"{where}: not usable JSON ({type(exc).__name__}: {exc})") from None
+        raise UserError(f"{where}: not valid JSON here ({type(exc).__name__}: {exc})") from None
     if not isinstance(obj, dict):
         shape = ", ".join(f'"{k}": str' for k in keys) or "…"
         raise UserError(f"{where}: expected an object {{{shape}}}, got {type(obj).__name__}")

@@ -12,6 +12,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from lora.fsutil import REPO_ROOT
@@ -156,7 +157,8 @@ class ChildResult:
         self.interrupted_by = interrupted_by  # the signal we forwarded, if any
 
 
-def run_child(argv: list[str], env: dict[str, str], cwd: Path = REPO_ROOT) -> ChildResult:
+def run_child(argv: list[str], env: dict[str, str], cwd: Path = REPO_ROOT,
+              on_start: Callable[[int], None] | None = None) -> ChildResult:
     """Run the launcher in its own process group; forward Ctrl-C / SIGTERM to the whole group.
 
     A group of its own means a terminal Ctrl-C reaches only us, and we pass it on exactly once to
@@ -164,6 +166,8 @@ def run_child(argv: list[str], env: dict[str, str], cwd: Path = REPO_ROOT) -> Ch
     caller must know the run was interrupted rather than finished).
     """
     proc = subprocess.Popen(argv, cwd=cwd, env=env, start_new_session=True)
+    if on_start is not None:
+        on_start(proc.pid)  # its process group id: the lock's record of who is training
     received: list[int] = []
 
     def forward(signum, _frame):

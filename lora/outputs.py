@@ -110,7 +110,7 @@ def plot_loss(output_dir: Path, title: str) -> Path | None:
     fig, ax = plt.subplots(figsize=(7, 4), dpi=110)
     for label, points in series.items():
         if points:
-            steps, values = zip(*points)
+            steps, values = zip(*points, strict=True)
             ax.plot(steps, values, marker="o" if label == "eval" else None, markersize=3, label=f"{label} loss")
     ax.set_xlabel("step")
     ax.set_ylabel("loss")

@@ -19,6 +19,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from lora.errors import UserError
+from lora.files import read_json, stat_kind, user_path
 from lora.names import check_name
 from lora.profiles import PROFILES
 from lora.prompts import DEFAULT_PROMPT_FORMAT, PROMPT_FORMATS
@@ -179,10 +180,7 @@ class Registry(BaseModel):
 
     def resolve_path(self, path: str) -> Path:
         """Relative dataset paths are relative to the registry file's folder (as in FinLoRA)."""
-        try:
-            p = Path(path).expanduser()
-        except RuntimeError:  # "~nosuchuser/…"
-            raise UserError(f"path {path!r}: no such user's home folder; give a relative or absolute path") from None
+        p = user_path(path, "path")
         return p if p.is_absolute() else (self.folder / p).resolve()
 
     def resolve_base_model(self, entry: Entry) -> str:
@@ -256,23 +254,10 @@ def _no_duplicate_keys(pairs: list[tuple[str, object]]) -> dict:
 
 
 def load_registry(path: Path | str) -> Registry:
-    path = Path(path)
-    if path.is_dir():
-        raise UserError(f"registry {path} is a folder; pass --config-json PATH/TO/FILE.json")
-    if not path.is_file():
+    path = user_path(path, "registry")
+    if stat_kind(path, "registry") == "missing":
         raise UserError(f"registry {path} does not exist; pass --config-json PATH")
-    try:
-        text = path.read_text(encoding="utf-8")
-    except UnicodeDecodeError as exc:
-        raise UserError(f"{path}: not UTF-8 text (byte {exc.start}); save the registry as UTF-8") from None
-    except OSError as exc:
-        raise UserError(f"{path}: cannot be read ({exc.strerror})") from None
-    try:
-        raw = json.loads(text, object_pairs_hook=_no_duplicate_keys)
-    except json.JSONDecodeError as exc:
-        raise UserError(f"{path}: not valid JSON at line {exc.lineno} column {exc.colno}: {exc.msg}") from None
-    except (ValueError, RecursionError) as exc:  # integer digit limit, nesting depth
-        raise UserError(f"{path}: not usable JSON ({type(exc).__name__}: {exc})") from None
+    raw = read_json(path, "registry", object_pairs_hook=_no_duplicate_keys)
     if not isinstance(raw, dict):
         raise UserError(f"{path}: must be a JSON object mapping run names to entries")
     entries = {name: parse_entry(name, value) for name, value in raw.items()}

@@ -1,4 +1,4 @@
-"""Entry -> Axolotl YAML. `plan_recipe` resolves paths and profile choices; `render` is pure text.
+"""Entry -> Axolotl YAML. `recipe_inputs` resolves paths and profile choices; `render` is pure text.
 
     python finetune.py <name> --dry-run     # renders recipes/<name>.yaml and prints the launch command
     python -m lora.render --check           # fails when a committed recipe differs from its entry
@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 import shlex
 import sys
 from dataclasses import dataclass, field
@@ -93,13 +94,15 @@ def launch_command_for(profile: HardwareProfile, recipe_path: str, zero_stage: i
     return shlex.join(argv)
 
 
-def plan_recipe(
+def recipe_inputs(
     registry: Registry,
     name: str,
+    entry: Entry | None = None,
     recipes_dir: Path = DEFAULT_RECIPES_DIR,
     adapters_dir: Path = DEFAULT_ADAPTERS_DIR,
 ) -> RecipeInputs:
-    entry = registry.get(name)
+    """Resolve paths and profile choices for `name` (its registry entry, or `entry` with CLI overrides)."""
+    entry = entry if entry is not None else registry.get(name)
     profile = PROFILES[entry.profile]
     base_model = registry.resolve_base_model(entry)
     if Path(base_model).is_absolute():
@@ -136,6 +139,23 @@ def plan_recipe(
     )
 
 
+# Characters that must never reach the recipe raw: everything YAML's reader refuses (C0/C1 controls,
+# DEL, U+FFFE/FFFF, surrogates) and every line break it honours (LF, CR, NEL, U+2028, U+2029), since
+# a line break inside a `#` comment ends the comment and turns the rest into real keys.
+_YAML_UNSAFE = re.compile(r"[^\x09\x20-\x7E\xA0-\u2027\u202A-\uD7FF\uE000-\uFFFD\U00010000-\U0010FFFF]")
+
+
+def comment_text(value: object) -> str:
+    """Text for a `#` comment line: every unsafe character (line breaks included) becomes a space."""
+    return _YAML_UNSAFE.sub(" ", str(value))
+
+
+def yaml_scalar(value: object) -> str:
+    """A YAML double-quoted scalar (JSON syntax), with the characters JSON leaves raw escaped too."""
+    text = json.dumps(value, ensure_ascii=False)
+    return _YAML_UNSAFE.sub(lambda m: f"\\u{ord(m.group()):04x}", text)
+
+
 def _environment() -> jinja2.Environment:
     env = jinja2.Environment(
         loader=jinja2.FileSystemLoader(str(TEMPLATES_DIR)),
@@ -143,16 +163,45 @@ def _environment() -> jinja2.Environment:
         keep_trailing_newline=True,
         autoescape=False,
     )
-    # JSON scalars are valid YAML; ensure_ascii=False keeps "<|im_start|>" readable.
-    env.filters["yaml_str"] = lambda v: json.dumps(str(v), ensure_ascii=False)
-    env.filters["yaml"] = lambda v: json.dumps(v, ensure_ascii=False)
+    # JSON scalars are valid YAML; ensure_ascii=False keeps non-ASCII text readable.
+    env.filters["yaml_str"] = lambda v: yaml_scalar(str(v))
+    env.filters["yaml"] = yaml_scalar
+    env.filters["comment"] = comment_text
     return env
+
+
+def template_keys() -> frozenset[str]:
+    """The top-level keys the template can write (read off its own source)."""
+    source = (TEMPLATES_DIR / RECIPE_TEMPLATE).read_text(encoding="utf-8")
+    return frozenset(re.findall(r"^([a-z_0-9]+):", source, flags=re.MULTILINE))
 
 
 def render(inputs: RecipeInputs) -> str:
     text = _environment().get_template(RECIPE_TEMPLATE).render(**vars(inputs))
-    yaml.safe_load(text)  # a template bug must fail here, not inside axolotl on a pod
+    parsed = yaml.safe_load(text)  # a template bug must fail here, not inside axolotl on a pod
+    smuggled = set(parsed) - template_keys()
+    if smuggled:  # a value escaped its comment or quotes: never hand such a recipe to axolotl
+        raise UserError(f"entry {inputs.name!r}: the rendered recipe gained keys the template does not write "
+                        f"({', '.join(sorted(smuggled))}); remove control characters from the entry")
     return text
+
+
+def validate_with_axolotl(recipe_text: str, entry: Entry) -> None:
+    """Run axolotl's own schema validation on the rendered recipe, with the profile's capabilities."""
+    import torch
+    from axolotl.utils.config import validate_config
+    from axolotl.utils.dict import DictDefault
+
+    profile = PROFILES[entry.profile]
+    gpu = profile.accelerator == "cuda"
+    capabilities = {"bf16": profile.bf16, "n_gpu": max(1, profile.num_gpus), "fp8": False,
+                    "compute_capability": "sm_86" if gpu else None}
+    env_capabilities = {"torch_version": torch.__version__.split("+")[0]}
+    try:
+        validate_config(DictDefault(yaml.safe_load(recipe_text)), capabilities=capabilities,
+                        env_capabilities=env_capabilities)
+    except Exception as exc:  # noqa: BLE001 - axolotl raises ValueError / pydantic errors; one line for the user
+        raise UserError(f"axolotl rejects the rendered recipe: {exc}") from None
 
 
 def check_recipes(registry_path: Path = DEFAULT_REGISTRY, recipes_dir: Path = DEFAULT_RECIPES_DIR) -> list[str]:
@@ -162,7 +211,7 @@ def check_recipes(registry_path: Path = DEFAULT_REGISTRY, recipes_dir: Path = DE
     registry = load_registry(registry_path)
     problems = []
     for name in registry.entries:
-        text = render(plan_recipe(registry, name, recipes_dir=recipes_dir))
+        text = render(recipe_inputs(registry, name, recipes_dir=recipes_dir))
         path = recipes_dir / f"{name}.yaml"
         if not path.is_file():
             problems.append(f"{name}: recipes/{name}.yaml is missing")
@@ -182,7 +231,7 @@ def write_all_recipes(registry_path: Path = DEFAULT_REGISTRY, recipes_dir: Path 
     written = []
     for name in registry.entries:
         path = recipes_dir / f"{name}.yaml"
-        write_atomic(path, render(plan_recipe(registry, name, recipes_dir=recipes_dir)))
+        write_atomic(path, render(recipe_inputs(registry, name, recipes_dir=recipes_dir)))
         written.append(path)
     return written
 

@@ -10,7 +10,6 @@ Paths are portable: repo-relative when inside the repository, else relative to t
 """
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 from typing import Literal
@@ -18,6 +17,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from lora.errors import UserError
+from lora.files import read_json
 from lora.fsutil import REPO_ROOT, write_json_atomic
 
 RUN_JSON = "run.json"
@@ -100,12 +100,7 @@ class RunRecord(BaseModel):
         path = output_dir / RUN_JSON
         if not path.is_file():
             return None
-        try:
-            obj = json.loads(path.read_text(encoding="utf-8"))
-        except (OSError, UnicodeDecodeError) as exc:
-            raise UserError(f"{path}: unreadable ({exc})") from None
-        except (ValueError, RecursionError) as exc:
-            raise UserError(f"{path}: not valid JSON ({exc})") from None
+        obj = read_json(path, "run.json")
         return cls.parse(obj, str(path))
 
 

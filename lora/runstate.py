@@ -5,67 +5,139 @@
 
 A pod that dies loses at most one checkpoint interval: re-running the same name picks up the newest
 checkpoint whose trainer state and adapter weights were both written (a checkpoint cut off mid-save
-is skipped). Two launches of one name on one machine would corrupt each other's checkpoints, so the
-second refuses while the first one's PID is alive; a lock left by a dead process is taken over.
+is skipped).
+
+Two trainings of one name would corrupt each other's checkpoints, so a launch holds the name's lock
+for as long as anything of it runs. The lock (`<adapters>/.<name>.lock`, beside the output folder so
+that --fresh can move the folder while holding it) is two things:
+- an flock on the file: taken atomically, released by the kernel when the launcher dies (no stale
+  file, no race between two launchers reading and writing a PID);
+- a token the launcher exports to its child (RUN_LOCK_ENV): every process of the training inherits
+  it, whatever session or process group it starts (torchrun workers start their own sessions). A new
+  launch that finds the flock free but processes carrying the last holder's token refuses: the
+  launcher died and its trainer is still writing the folder.
 """
 from __future__ import annotations
 
-import errno
+import fcntl
+import json
 import os
+import secrets
 from datetime import datetime
 from pathlib import Path
 
+from lora.errors import UserError
 from lora.outputs import complete_checkpoints
-from lora.registry import UserError
 
-LOCK_NAME = ".lock"
+RUN_LOCK_ENV = "FINLORA_RUN_LOCK"
+PROC = Path("/proc")
 
 
-def _pid_alive(pid: int) -> bool:
+def lock_path(adapters_dir: Path, name: str) -> Path:
+    return adapters_dir / f".{name}.lock"
+
+
+def processes_with_token(token: str, proc: Path = PROC) -> list[int]:
+    """PIDs whose environment carries RUN_LOCK_ENV=token (Linux /proc; [] where there is none)."""
+    needle = f"{RUN_LOCK_ENV}={token}".encode()
+    found = []
+    for entry in proc.glob("[0-9]*") if proc.is_dir() else ():
+        try:
+            environ = (entry / "environ").read_bytes()
+        except OSError:  # gone meanwhile, or not ours to read
+            continue
+        if needle in environ.split(b"\0"):
+            found.append(int(entry.name))
+    return sorted(found)
+
+
+def _group_alive(pgid: int) -> bool:
     try:
-        os.kill(pid, 0)
-    except OSError as exc:
-        return exc.errno == errno.EPERM  # exists, owned by someone else
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
     return True
 
 
 class RunLock:
-    """An exclusive lock file holding the owner's PID; stale locks (dead PID) are taken over."""
+    """The exclusive right to train one run name (see the module docstring)."""
 
-    def __init__(self, output_dir: Path):
-        self.path = output_dir / LOCK_NAME
-        self.held = False
+    def __init__(self, adapters_dir: Path, name: str):
+        self.path = lock_path(adapters_dir, name)
+        self.name = name
+        self.token = secrets.token_hex(16)
+        self._fd: int | None = None
+
+    @property
+    def env(self) -> dict[str, str]:
+        """What the child's environment must carry so that its processes count as holding the lock."""
+        return {RUN_LOCK_ENV: self.token}
 
     def acquire(self) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        for _ in range(2):
-            try:
-                fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
-            except FileExistsError:
-                owner = self._owner()
-                if owner is not None and owner != os.getpid() and _pid_alive(owner):
-                    raise UserError(
-                        f"{self.path.parent.name} is already training here (PID {owner}, lock {self.path}); "
-                        "wait for it, or stop it first"
-                    ) from None
-                self.path.unlink(missing_ok=True)  # stale: its process is gone
-                continue
-            with os.fdopen(fd, "w") as f:
-                f.write(f"{os.getpid()}\n")
-            self.held = True
-            return
-        raise UserError(f"could not take the lock {self.path}; another launch is racing for it")
+        fd = self._lock_current_file()
+        previous = _read(fd)
+        survivors = self._survivors(previous)
+        if survivors:
+            os.close(fd)  # releases the flock
+            pids = " ".join(map(str, survivors[:8]))
+            raise UserError(f"{self.name}: the last launcher is gone but its training processes still run "
+                            f"(PIDs {pids}); wait for them or stop them (kill {pids}) before launching again")
+        self._fd = fd
+        self._write({"launcher_pid": os.getpid(), "token": self.token, "child_pgid": None,
+                     "started_at": datetime.now().isoformat(timespec="seconds")})
 
-    def _owner(self) -> int | None:
-        try:
-            return int(self.path.read_text().strip() or "0") or None
-        except (OSError, ValueError):
-            return None
+    def _lock_current_file(self) -> int:
+        """flock the file that is at self.path now. A releaser unlinks the file while holding it, so a
+        file we opened just before that is stale: lock it, see it is no longer at the path, try again."""
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        for _ in range(100):
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                owner = _read(fd).get("launcher_pid")
+                os.close(fd)
+                raise UserError(f"{self.name} is already training here (launcher PID {owner}, lock {self.path}); "
+                                "wait for it, or stop it first") from None
+            try:
+                current = os.stat(self.path).st_ino
+            except FileNotFoundError:
+                current = None
+            if current == os.fstat(fd).st_ino:
+                return fd
+            os.close(fd)
+        raise UserError(f"could not take the lock {self.path}; other launches keep racing for it")
+
+    @staticmethod
+    def _survivors(previous: dict) -> list[int]:
+        token = previous.get("token")
+        if not isinstance(token, str):
+            return []
+        if PROC.is_dir():
+            return [p for p in processes_with_token(token) if p != os.getpid()]
+        pgid = previous.get("child_pgid")  # no /proc (macOS): the child's process group is what we know
+        return [pgid] if isinstance(pgid, int) and _group_alive(pgid) else []
+
+    def record_child(self, pgid: int) -> None:
+        """Note the trainer's process group (the fallback liveness check where /proc is missing)."""
+        if self._fd is not None:
+            self._write({**_read(self._fd), "child_pgid": pgid})
+
+    def _write(self, content: dict) -> None:
+        data = (json.dumps(content) + "\n").encode()
+        os.ftruncate(self._fd, 0)
+        os.pwrite(self._fd, data, 0)
 
     def release(self) -> None:
-        if self.held and self._owner() == os.getpid():
+        """Remove the file while still holding it (acquirers check they locked the file at the path),
+        so a finished or refused launch leaves nothing behind. A launcher that dies leaves it, with
+        the token its surviving trainer processes carry."""
+        if self._fd is not None:
             self.path.unlink(missing_ok=True)
-        self.held = False
+            os.close(self._fd)
+            self._fd = None
 
     def __enter__(self) -> "RunLock":
         self.acquire()
@@ -73,6 +145,15 @@ class RunLock:
 
     def __exit__(self, *exc) -> None:
         self.release()
+
+
+def _read(fd: int) -> dict:
+    try:
+        raw = os.pread(fd, 4096, 0)
+        obj = json.loads(raw) if raw.strip() else {}
+    except (OSError, ValueError):
+        return {}
+    return obj if isinstance(obj, dict) else {}
 
 
 def resume_point(output_dir: Path) -> Path | None:

@@ -1,4 +1,4 @@
-"""Shared test helpers: a throwaway registry beside tmp data, and the repo paths."""
+"""Shared test helpers: a throwaway registry beside tmp data, the repo paths, and the one fake child."""
 from __future__ import annotations
 
 import json
@@ -51,3 +51,29 @@ def workspace(tmp_path):
             return sorted(p for d in (self.recipes, self.adapters) if d.exists() for p in d.rglob("*"))
 
     return Workspace()
+
+
+@pytest.fixture
+def fake_child(monkeypatch):
+    """Patch GPU detection and the training child; record what would have run (argv, env, cwd).
+
+    Set `.result` (a ChildResult) and `.gpus` (CUDA GPUs "found") before calling the CLI.
+    """
+    from lora import launch_plan
+    from lora.launch import ChildResult
+
+    class FakeChild:
+        calls: list[dict] = []
+        result = ChildResult(0, None)
+        gpus = 4
+
+    fake = FakeChild()
+    fake.calls = []
+
+    def run_child(argv, env, cwd, on_start=None):
+        fake.calls.append({"argv": argv, "env": env, "cwd": cwd})
+        return fake.result
+
+    monkeypatch.setattr(launch_plan, "detect_cuda_gpus", lambda: fake.gpus)
+    monkeypatch.setattr(launch_plan, "run_child", run_child)
+    return fake

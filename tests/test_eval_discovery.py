@@ -63,7 +63,7 @@ def test_discovery_errors_are_rows(tmp_path):
     ('{"schema": 2, "name": "x", "status": "complete"}', "'base_model'"),  # required keys missing
     (json.dumps({**run_record("x").to_json(), "surprise": 1}), "'surprise'"),  # extra="forbid"
     (json.dumps({**run_record("x").to_json(), "status": "done"}), "'status'"),
-    (b"\xff\xfe{}", "unreadable"),  # not UTF-8
+    (b"\xff\xfe{}", "not UTF-8 text"),
     ('{"a": ' * 100_000 + "1" + "}" * 100_000, "not valid JSON"),  # deeper than the parser's recursion
 ])
 def test_malformed_run_json_is_that_adapters_error_row(tmp_path, content, needle):

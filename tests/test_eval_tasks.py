@@ -89,8 +89,8 @@ def test_safe_names_pass(tmp_path):
 
 @pytest.mark.parametrize("content,needle", [
     (b"{\xff}", "not UTF-8"),
-    ('{"t": {"data": "x", "kind": "text", "max_new_tokens": ' + "9" * 5000 + "}}", "not usable JSON"),
-    ("[" * 100_000 + "]" * 100_000, "not usable JSON"),
+    ('{"t": {"data": "x", "kind": "text", "max_new_tokens": ' + "9" * 5000 + "}}", "not valid JSON"),
+    ("[" * 100_000 + "]" * 100_000, "not valid JSON"),
     ('{"t": {"data": "x\x00", "kind": "text"}}', "not valid JSON"),  # raw control character
     ("{broken", "not valid JSON"),
     ("[]", "must be a JSON object"),

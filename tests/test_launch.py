@@ -2,14 +2,15 @@
 from __future__ import annotations
 
 import json
+import os
 import signal
 import sys
 import threading
-import os
 
 import pytest
 
-from lora import cli
+from eval.fixtures import run_record
+from lora import cli, launch_plan
 from lora.launch import ChildResult, build_command, child_environment, run_child
 from tests.conftest import REPO, cpu_entry
 
@@ -23,20 +24,8 @@ def gpu_entry(**kw):
 
 
 @pytest.fixture
-def launched(monkeypatch):
-    """Patch GPU detection and the child process; record what would have run."""
-    calls = []
-
-    def fake_run_child(argv, env, cwd):
-        calls.append({"argv": argv, "env": env, "cwd": cwd})
-        return launched.result
-
-    launched.result = ChildResult(0, None)
-    launched.gpus = 4
-    monkeypatch.setattr(cli, "detect_cuda_gpus", lambda: launched.gpus)
-    monkeypatch.setattr(cli, "run_child", fake_run_child)
-    launched.calls = calls
-    return launched
+def launched(fake_child):
+    return fake_child
 
 
 def test_argv_cpu():
@@ -124,7 +113,7 @@ def test_argv_cpu_processes_goes_through_torchrun():
 
 
 def test_cli_cpu_processes(workspace, launched, monkeypatch):
-    monkeypatch.setattr(cli.os, "cpu_count", lambda: 2)
+    monkeypatch.setattr(launch_plan.os, "cpu_count", lambda: 2)
     workspace.write({"cpu": cpu_entry()})
     cli.main(workspace.argv("cpu", "--cpu-processes", "2"))
     argv = launched.calls[0]["argv"]
@@ -143,7 +132,7 @@ def test_cli_cpu_processes(workspace, launched, monkeypatch):
     ],
 )
 def test_cli_bad_cpu_flags(workspace, launched, capsys, monkeypatch, flags, message):
-    monkeypatch.setattr(cli.os, "cpu_count", lambda: 2)
+    monkeypatch.setattr(launch_plan.os, "cpu_count", lambda: 2)
     workspace.write({"cpu": cpu_entry()})
     code = cli.main(workspace.argv("cpu", *flags))
     err = capsys.readouterr().err
@@ -152,7 +141,7 @@ def test_cli_bad_cpu_flags(workspace, launched, capsys, monkeypatch, flags, mess
 
 
 def test_cli_cpu_zero_needs_two_processes_and_keeps_deepspeed(workspace, launched, monkeypatch, capsys):
-    monkeypatch.setattr(cli.os, "cpu_count", lambda: 2)
+    monkeypatch.setattr(launch_plan.os, "cpu_count", lambda: 2)
     monkeypatch.setenv("ACCELERATE_USE_CPU", "true")  # even exported by the user's shell
     workspace.write({"cpu": cpu_entry(zero_stage=2)})
     assert cli.main(workspace.argv("cpu")) == 2
@@ -252,7 +241,7 @@ def test_finished_run_is_not_retrained(workspace, launched, capsys):
     out = workspace.adapters / "cpu"
     out.mkdir(parents=True)
     (out / "adapter_model.safetensors").write_bytes(b"x")
-    (out / "run.json").write_text(json.dumps({"status": "complete", "ended_at": "2026-01-01T00:00:00+00:00"}))
+    run_record(out.name, status="complete", ended_at="2026-01-01T00:00:00+00:00").write(out)
     assert cli.main(workspace.argv("cpu")) == 0
     assert launched.calls == [] and "already trained" in capsys.readouterr().out
 

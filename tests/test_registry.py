@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 
 import pytest
+from pydantic import ValidationError
 
 from lora.cli import main
 from lora.registry import Entry, UserError, load_registry
@@ -112,7 +113,7 @@ def test_shipped_registry_loads_and_covers_the_catalogue():
 
 
 def test_entry_model_forbids_extra_keys_directly():
-    with pytest.raises(Exception):
+    with pytest.raises(ValidationError, match="typo"):
         Entry.model_validate(cpu_entry(typo=1))
 
 

@@ -5,16 +5,23 @@ import jinja2
 import pytest
 import yaml
 
-from lora.cli import validate_with_axolotl
 from lora.registry import load_registry
-from lora.render import DEFAULT_REGISTRY, _environment, check_recipes, dataset_splits, plan_recipe, render
+from lora.render import (
+    DEFAULT_REGISTRY,
+    _environment,
+    check_recipes,
+    dataset_splits,
+    recipe_inputs,
+    render,
+    validate_with_axolotl,
+)
 from tests.conftest import REPO, cpu_entry
 
 SHIPPED = load_registry(DEFAULT_REGISTRY)
 
 
 def shipped(name: str) -> dict:
-    return yaml.safe_load(render(plan_recipe(SHIPPED, name)))
+    return yaml.safe_load(render(recipe_inputs(SHIPPED, name)))
 
 
 def test_committed_recipes_are_up_to_date():
@@ -22,8 +29,8 @@ def test_committed_recipes_are_up_to_date():
 
 
 def test_render_is_pure_and_says_where_it_came_from():
-    a = render(plan_recipe(SHIPPED, "sentiment_smollm2_cpu"))
-    b = render(plan_recipe(SHIPPED, "sentiment_smollm2_cpu"))
+    a = render(recipe_inputs(SHIPPED, "sentiment_smollm2_cpu"))
+    b = render(recipe_inputs(SHIPPED, "sentiment_smollm2_cpu"))
     assert a == b
     header = [line for line in a.splitlines() if line.startswith("#")][:6]
     assert 'entry "sentiment_smollm2_cpu"' in header[0] and "finetune_configs.json" in header[0]
@@ -33,7 +40,7 @@ def test_render_is_pure_and_says_where_it_came_from():
 
 @pytest.mark.parametrize("name", list(SHIPPED.entries))
 def test_shipped_recipe_has_no_machine_paths(name):
-    text = render(plan_recipe(SHIPPED, name))
+    text = render(recipe_inputs(SHIPPED, name))
     assert str(REPO) not in text and "/root" not in text and "/home" not in text
     cfg = yaml.safe_load(text)
     assert cfg["output_dir"] == f"lora_adapters/{name}"
@@ -43,7 +50,7 @@ def test_shipped_recipe_has_no_machine_paths(name):
 
 @pytest.mark.parametrize("name", list(SHIPPED.entries))
 def test_axolotl_accepts_every_shipped_recipe(name):
-    validate_with_axolotl(render(plan_recipe(SHIPPED, name)), SHIPPED.get(name))
+    validate_with_axolotl(render(recipe_inputs(SHIPPED, name)), SHIPPED.get(name))
 
 
 def test_cpu_profile_turns_off_cuda_only_features():
@@ -72,10 +79,10 @@ def test_pod_profile_and_finlora_variants():
 def test_four_bit_with_zero3_stores_quantised_weights_as_bf16(workspace):
     workspace.write({"z3": cpu_entry(quant_bits=4, profile="a5000x4", zero_stage=3, base_model="m/m")})
     reg = load_registry(workspace.registry)
-    cfg = yaml.safe_load(render(plan_recipe(reg, "z3", recipes_dir=workspace.recipes)))
+    cfg = yaml.safe_load(render(recipe_inputs(reg, "z3", recipes_dir=workspace.recipes)))
     assert cfg["deepspeed"] == "templates/deepspeed/zero3.json"
     assert cfg["bnb_config_kwargs"] == {"bnb_4bit_quant_storage": "bfloat16"}
-    validate_with_axolotl(render(plan_recipe(reg, "z3")), reg.get("z3"))
+    validate_with_axolotl(render(recipe_inputs(reg, "z3")), reg.get("z3"))
 
 
 def test_extra_datasets_with_weights(workspace):
@@ -83,7 +90,7 @@ def test_extra_datasets_with_weights(workspace):
     extra.write_text('{"context": "c", "target": "t"}\n')
     workspace.write({"mix": cpu_entry(extra_datasets=[{"path": "extra.jsonl", "weight": 2.25}])})
     reg = load_registry(workspace.registry)
-    cfg = yaml.safe_load(render(plan_recipe(reg, "mix")))
+    cfg = yaml.safe_load(render(recipe_inputs(reg, "mix")))
     splits = [(d["path"], d["split"]) for d in cfg["datasets"]]
     assert splits[0] == ("data/train/fpb_train.jsonl", "train")
     assert splits[1:] == [(str(extra), "train"), (str(extra), "train"), (str(extra), "train[:25%]")]

@@ -14,7 +14,7 @@ import time
 
 import pytest
 
-from tests.conftest import BUNDLED, FPB_TRAIN, REPO, cpu_entry
+from tests.conftest import FPB_TRAIN, REPO, cpu_entry
 
 pytestmark = pytest.mark.slow
 

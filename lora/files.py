@@ -1,6 +1,7 @@
 """Paths and JSON files from the user, turned into one-line UserErrors instead of tracebacks.
 
     python -m eval --tasks-json ~nosuchuser/tasks.json --list-tasks     # error: ... (exit 2)
+    python finetune.py --config-json /etc --list                        # error: ... is not a file (exit 2)
 
 Hostile inputs seen in practice: `~user` that does not exist (expanduser raises RuntimeError), names over
 the file system's limit (stat raises ENAMETOOLONG, which pathlib does not swallow), NUL bytes (ValueError),
@@ -62,9 +63,9 @@ def read_json(path: Path, what: str, object_pairs_hook=None) -> object:
     try:
         return json.loads(text, object_pairs_hook=object_pairs_hook)
     except json.JSONDecodeError as exc:
-        raise UserError(f"{path}:{exc.lineno}: {what} is not valid JSON ({exc.msg})") from None
+        raise UserError(f"{path}: {what} is not valid JSON at line {exc.lineno} column {exc.colno}: {exc.msg}") from None
     except (ValueError, RecursionError) as exc:  # digit limit, nesting depth
-        raise UserError(f"{path}: {what} is not usable JSON ({type(exc).__name__}: {exc})") from None
+        raise UserError(f"{path}: {what} is not valid JSON here ({type(exc).__name__}: {exc})") from None
 
 
 def check_writable_dir(path: Path, what: str) -> None:

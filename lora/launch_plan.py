@@ -1,0 +1,347 @@
+"""Decide, then do: one `python finetune.py <name>` launch as a LaunchPlan, then its execution.
+
+    python finetune.py sentiment_smollm2_cpu --dry-run   # decide, write the recipe, print the command
+    python finetune.py sentiment_smollm2_cpu             # under the run's lock: gather facts, decide, execute
+
+`gather_facts` is the only place that looks at the machine and the output folder; `decide` is pure
+(facts in, plan out: recipe text, argv, environment, output folder, resume point, estimate);
+`execute` carries a plan out and is the only place that moves folders or starts a process.
+"""
+from __future__ import annotations
+
+import os
+import shlex
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from lora.datacheck import check_jsonl
+from lora.errors import UserError
+from lora.fsutil import REPO_ROOT, adapter_weights, repo_relative, write_atomic
+from lora.launch import build_command, child_environment, detect_cuda_gpus, model_available_offline, run_child
+from lora.outputs import finish_record, plot_loss, start_record, training_finished
+from lora.plan import MissingFacts, Plan, checkpoint_interval_steps, format_plan, plan_for_entry
+from lora.profiles import PROFILES, HardwareProfile
+from lora.prompts import prompt_format_record
+from lora.registry import Entry, Registry, is_local_model_ref, parse_entry
+from lora.render import DEFAULT_ADAPTERS_DIR, DEFAULT_RECIPES_DIR, RecipeInputs, recipe_inputs, render
+from lora.run_record import RunRecord, portable_path
+from lora.runstate import RunLock, move_aside, resume_point
+
+
+@dataclass(frozen=True)
+class LaunchRequest:
+    """What the user asked for (the CLI's flags, typed)."""
+
+    name: str
+    zero: int | None = None
+    gpus: int | None = None
+    cpu_processes: int = 1
+    num_machines: int = 1
+    machine_rank: int | None = None
+    main_process_ip: str | None = None
+    main_process_port: int | None = None
+    fresh: bool = False
+    dry_run: bool = False
+    recipes_dir: Path = DEFAULT_RECIPES_DIR
+    adapters_dir: Path = DEFAULT_ADAPTERS_DIR
+
+    @property
+    def output_dir(self) -> Path:
+        return self.adapters_dir / self.name
+
+
+@dataclass(frozen=True)
+class FolderState:
+    """What an earlier launch of this name left in its output folder."""
+
+    record: RunRecord | None = None
+    has_weights: bool = False
+    resume: Path | None = None
+
+
+@dataclass(frozen=True)
+class Facts:
+    """What the machine and the files say, gathered before deciding."""
+
+    workers: int  # GPUs (or CPU processes) per machine
+    environ: dict[str, str]
+    offline: bool
+    folder: FolderState = field(default_factory=FolderState)
+    estimate: Plan | None = None
+    notes: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class LaunchPlan:
+    name: str
+    entry: Entry
+    profile: HardwareProfile
+    recipe: RecipeInputs
+    recipe_path: Path
+    recipe_text: str
+    argv: list[str]
+    env: dict[str, str]
+    output_dir: Path
+    datasets: tuple[Path, ...]
+    move_aside: bool = False
+    already_done: str | None = None  # set: the run finished earlier; nothing to launch
+    resume: Path | None = None
+    estimate: Plan | None = None
+    notes: tuple[str, ...] = ()
+
+    @property
+    def recipe_ref(self) -> str:
+        return repo_relative(self.recipe_path)
+
+
+# ---------------------------------------------------------------- the entry and its checks
+
+
+def entry_for(registry: Registry, request: LaunchRequest) -> Entry:
+    """The registry entry with the request's overrides, validated again; the registry is not changed."""
+    entry = registry.get(request.name)
+    if request.zero is not None:
+        entry = parse_entry(request.name, {**entry.model_dump(exclude_unset=True), "zero_stage": request.zero})
+    return entry
+
+
+def check_request(request: LaunchRequest, entry: Entry) -> None:
+    """Flags that do not fit the entry's profile."""
+    cpu = PROFILES[entry.profile].accelerator == "cpu"
+    if cpu:
+        if request.gpus is not None:
+            raise UserError("--gpus is for GPU profiles; a cpu entry takes --cpu-processes N")
+        if request.num_machines > 1:
+            raise UserError("--num-machines: multi-node runs are for GPU profiles; a cpu entry runs on one machine")
+        cores = os.cpu_count() or 1
+        if request.cpu_processes > cores:
+            raise UserError(f"--cpu-processes {request.cpu_processes}: this machine has {cores} CPU core(s)")
+        stage = entry.zero_stage_resolved
+        if stage is not None and request.cpu_processes < 2:
+            raise UserError(f"zero_stage {stage} on a cpu entry shards across processes: add --cpu-processes 2 "
+                            "(or more), or remove zero_stage / --zero")
+    elif request.cpu_processes != 1:
+        raise UserError(f"--cpu-processes is for cpu entries; {request.name!r} is a GPU recipe: use --gpus N")
+    if request.num_machines > 1 or request.machine_rank is not None:
+        if request.machine_rank is None:
+            raise UserError("--num-machines > 1 needs --machine-rank (0 on the main machine)")
+        if not request.main_process_ip:
+            raise UserError("--machine-rank needs --main-process-ip (the rank-0 machine's address)")
+        if request.machine_rank >= request.num_machines:
+            raise UserError(f"--machine-rank {request.machine_rank}: must be below --num-machines "
+                            f"{request.num_machines}")
+
+
+def dataset_paths(registry: Registry, entry: Entry) -> tuple[Path, ...]:
+    return tuple([registry.resolve_path(entry.dataset_path)] +
+                 [registry.resolve_path(d.path) for d in entry.extra_datasets])
+
+
+def check_datasets(registry: Registry, name: str, entry: Entry, *, allow_missing: bool) -> list[str]:
+    """Validate every dataset; return notes for missing files when allowed (dry-run), else raise."""
+    notes = []
+    for path in dataset_paths(registry, entry):
+        if not path.exists():
+            hint = (f"dataset {repo_relative(path)} of {name!r} is not in this repository; "
+                    f"put the JSONL there (FinLoRA publishes its training files under data/train/)")
+            if allow_missing:
+                notes.append(f"note: {hint}; a real launch refuses until then")
+                continue
+            raise UserError(hint)
+        check_jsonl(path)
+    return notes
+
+
+def ensure_base_model_present(registry: Registry, entry: Entry, *, convert: bool) -> list[str]:
+    if not is_local_model_ref(entry.base_model):
+        return []
+    path = Path(registry.resolve_base_model(entry))
+    if (path / "config.json").is_file():
+        return []
+    from lora.base_model import BUNDLED_MODEL_DIR, BundledModelMissing, ensure_base_model
+
+    if path == BUNDLED_MODEL_DIR.resolve():
+        if not convert:
+            return [f"note: the bundled base model is converted into {repo_relative(path)} at launch"]
+        try:
+            ensure_base_model(path)
+        except BundledModelMissing as exc:
+            raise UserError(str(exc)) from None
+        return []
+    raise UserError(f"base model {entry.base_model!r}: no config.json in {path}; "
+                    "give a model folder or a hub id such as meta-llama/Llama-3.1-8B-Instruct")
+
+
+def check_target_modules(registry: Registry, entry: Entry) -> None:
+    """A module name the model lacks passes axolotl's validator and fails inside peft at launch: say so
+    now, wherever the model's architecture is known (a local config.json or the facts table)."""
+    if entry.target_modules == "all-linear":
+        return
+    from lora.plan import load_arch
+
+    try:
+        shapes = load_arch(registry.resolve_base_model(entry), REPO_ROOT).module_shapes()
+    except MissingFacts:
+        return  # unknown architecture: peft will be the judge
+    missing = [m for m in entry.target_modules if m not in shapes]
+    if missing:
+        raise UserError(f"target_modules: {entry.base_model} has no linear module {', '.join(missing)}; "
+                        f"its linear modules are {', '.join(shapes)} (or \"all-linear\")")
+
+
+# ---------------------------------------------------------------- facts
+
+
+def workers_here(request: LaunchRequest, profile: HardwareProfile) -> int:
+    """GPUs (or CPU processes) per machine this launch uses; a GPU recipe needs CUDA unless dry-run."""
+    if profile.accelerator == "cpu":
+        return request.cpu_processes  # the planner and argv count CPU processes like GPUs
+    if request.dry_run:
+        return request.gpus or profile.num_gpus
+    found = detect_cuda_gpus()
+    if found == 0:
+        raise UserError(f"{request.name!r} is a GPU recipe (profile {profile.name}) and this machine has no CUDA "
+                        "GPU; check it with --dry-run, or train a cpu entry such as sentiment_smollm2_cpu")
+    if request.gpus is not None and request.gpus > found:
+        raise UserError(f"--gpus {request.gpus}: only {found} CUDA GPU(s) found on this machine")
+    return request.gpus or found
+
+
+def read_folder_state(output_dir: Path) -> FolderState:
+    return FolderState(record=RunRecord.read(output_dir), has_weights=adapter_weights(output_dir) is not None,
+                       resume=resume_point(output_dir))
+
+
+def estimate_or_none(registry: Registry, entry: Entry, workers: int, num_machines: int) -> Plan | None:
+    try:
+        return plan_for_entry(registry, entry, num_gpus=workers, num_machines=num_machines)
+    except (MissingFacts, UserError) as exc:
+        print(f"note: no plan for this launch: {exc}", file=sys.stderr)
+        return None
+
+
+def gather_facts(registry: Registry, request: LaunchRequest, entry: Entry) -> Facts:
+    profile = PROFILES[entry.profile]
+    notes = check_datasets(registry, request.name, entry, allow_missing=request.dry_run)
+    notes += ensure_base_model_present(registry, entry, convert=not request.dry_run)
+    check_target_modules(registry, entry)
+    workers = workers_here(request, profile)
+    offline = model_available_offline(entry.base_model, is_local_model_ref(entry.base_model))
+    if request.dry_run:
+        return Facts(workers=workers, environ=dict(os.environ), offline=offline, notes=tuple(notes))
+    return Facts(workers=workers, environ=dict(os.environ), offline=offline, notes=tuple(notes),
+                 folder=read_folder_state(request.output_dir),
+                 estimate=estimate_or_none(registry, entry, workers, request.num_machines))
+
+
+# ---------------------------------------------------------------- decide (pure)
+
+
+def _axolotl_overrides(inputs: RecipeInputs, estimate: Plan | None, resume: Path | None) -> list[str]:
+    extra: list[str] = []
+    if estimate is not None and estimate.seconds:  # a lost pod costs at most ~30 min of work
+        extra += ["--save_steps", str(checkpoint_interval_steps(estimate, minutes=30))]
+        if inputs.saves_per_epoch:  # the two are exclusive in axolotl; 0 switches the recipe's off
+            extra += ["--saves_per_epoch", "0"]
+    if resume is not None:
+        extra += ["--resume_from_checkpoint", repo_relative(resume)]
+    return extra
+
+
+def _folder_decision(request: LaunchRequest, folder: FolderState, text: str) -> tuple[str | None, Path | None]:
+    """(already-done message, resume point) from what the output folder holds."""
+    if request.fresh or request.dry_run:
+        return None, None
+    record = folder.record
+    where = repo_relative(request.output_dir)
+    if record is not None and record.status == "complete" and folder.has_weights:
+        return (f"{request.name}: already trained ({where}, finished {record.ended_at}); "
+                "nothing to do (--fresh retrains, keeping the old folder)"), None
+    if record is not None and record.recipe not in (None, text):
+        raise UserError(f"{where} holds a run of a different recipe (the entry changed since); "
+                        "--fresh moves it aside and starts over")
+    return None, folder.resume
+
+
+def decide(request: LaunchRequest, registry: Registry, entry: Entry, facts: Facts) -> LaunchPlan:
+    profile = PROFILES[entry.profile]
+    inputs = recipe_inputs(registry, request.name, entry, recipes_dir=request.recipes_dir,
+                           adapters_dir=request.adapters_dir)
+    text = render(inputs)
+    recipe_path = request.recipes_dir / f"{request.name}.yaml"
+    already_done, resume = _folder_decision(request, facts.folder, text)
+    cpu = profile.accelerator == "cpu"
+    argv = build_command(
+        repo_relative(recipe_path), num_processes=facts.workers or 1, cpu=cpu,
+        deepspeed_config=inputs.deepspeed_config, num_machines=request.num_machines,
+        machine_rank=request.machine_rank or 0, main_process_ip=request.main_process_ip,
+        main_process_port=request.main_process_port, mixed_precision="bf16" if profile.bf16 else "no",
+        extra_axolotl_args=tuple(_axolotl_overrides(inputs, facts.estimate, resume)) if not request.dry_run else (),
+    )
+    env = child_environment(facts.environ, offline=facts.offline, cpu=cpu,
+                            deepspeed=inputs.deepspeed_config is not None)
+    return LaunchPlan(
+        name=request.name, entry=entry, profile=profile, recipe=inputs, recipe_path=recipe_path, recipe_text=text,
+        argv=argv, env=env, output_dir=request.output_dir, datasets=dataset_paths(registry, entry),
+        move_aside=request.fresh and not request.dry_run, already_done=already_done, resume=resume,
+        estimate=facts.estimate, notes=facts.notes,
+    )
+
+
+# ---------------------------------------------------------------- execute
+
+
+def write_recipe(plan: LaunchPlan) -> None:
+    write_atomic(plan.recipe_path, plan.recipe_text)
+    for note in plan.notes:
+        print(note, file=sys.stderr)
+
+
+def execute(plan: LaunchPlan, lock: RunLock) -> int:
+    """Carry out a training plan; the caller holds `lock` for the run name."""
+    write_recipe(plan)
+    if plan.already_done:
+        print(plan.already_done)
+        return 0
+    if plan.move_aside:
+        moved = move_aside(plan.output_dir)
+        if moved:
+            print(f"--fresh: moved the old {repo_relative(plan.output_dir)} to {repo_relative(moved)}",
+                  file=sys.stderr)
+    if plan.estimate is not None:
+        print(format_plan(plan.estimate), file=sys.stderr)
+    if plan.resume is not None:
+        print(f"resuming from {repo_relative(plan.resume)} (step {plan.resume.name.split('-')[-1]}); "
+              "--fresh starts over", file=sys.stderr)
+    return _train(plan, lock)
+
+
+def _train(plan: LaunchPlan, lock: RunLock) -> int:
+    output_dir = plan.output_dir
+    record = start_record(
+        name=plan.name, entry=plan.entry.model_dump(mode="json"), recipe_path=plan.recipe_ref,
+        recipe_text=plan.recipe_text, prompt_format=prompt_format_record(plan.entry.prompt_format),
+        base_model=plan.recipe.base_model, datasets=list(plan.datasets), command=plan.argv,
+        profile=plan.profile.name, resumed_from=portable_path(plan.resume, output_dir) if plan.resume else None,
+        output_dir=output_dir,
+    )
+    output_dir.mkdir(parents=True, exist_ok=True)
+    record.write(output_dir)
+    print(f"launching: {shlex.join(plan.argv)}", file=sys.stderr, flush=True)
+    result = run_child(plan.argv, {**plan.env, **lock.env}, cwd=REPO_ROOT, on_start=lock.record_child)
+    if result.interrupted_by is not None:
+        status, code = "interrupted", result.returncode or 128 + result.interrupted_by
+    elif result.returncode == 0 and adapter_weights(output_dir) and training_finished(output_dir):
+        status, code = "complete", 0
+    else:
+        status, code = "failed", result.returncode or 1
+    finish_record(record, status=status, exit_code=code, output_dir=output_dir).write(output_dir)
+    plot_loss(output_dir, title=f"{plan.name} ({plan.entry.variant}, {plan.profile.name})")
+    where = repo_relative(output_dir)
+    if status == "complete":
+        print(f"adapter: {where} (run.json, loss.png beside it)", file=sys.stderr)
+    else:
+        print(f"training {status} (exit code {code}); {where} is not a finished adapter; "
+              "run the same command again to resume from its last checkpoint", file=sys.stderr)
+    return code
