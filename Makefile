@@ -1,6 +1,6 @@
 # Two commands do everything on a fresh machine (Python 3.11, no GPU):
 #   make demo   set up, train the CPU demo recipe, evaluate base vs adapter on FPB
-#   make test   set up, run the test suite (make test-fast skips the slow integration tests)
+#   make test   set up, lint (ruff), run the test suite (make test-fast skips the slow integration tests)
 PYTHON ?= python3
 VENV   := .venv
 PY     := $(VENV)/bin/python
@@ -10,7 +10,7 @@ export HF_HUB_OFFLINE=1
 export HF_DATASETS_OFFLINE=1
 export AXOLOTL_DO_NOT_TRACK=1
 
-.PHONY: setup demo test test-fast recipes clean-demo
+.PHONY: setup demo test test-fast lint recipes clean-demo
 
 setup: $(STAMP) $(MODEL)
 
@@ -27,11 +27,14 @@ demo: setup
 	$(PY) finetune.py sentiment_smollm2_cpu
 	$(PY) -m eval lora_adapters/sentiment_smollm2_cpu --tasks fpb --out eval_results/demo
 
-test: setup
+test: setup lint
 	$(PY) -m pytest -q
 
-test-fast: setup
+test-fast: setup lint
 	$(PY) -m pytest -q -m "not slow"
+
+lint: setup
+	$(VENV)/bin/ruff check .
 
 recipes: setup
 	$(PY) -m lora.render

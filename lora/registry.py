@@ -27,6 +27,8 @@ from lora.prompts import DEFAULT_PROMPT_FORMAT, PROMPT_FORMATS
 # The modules "all-linear" means for the Llama-style models in the catalogue (axolotl's
 # lora_target_linear picks every Linear but lm_head; listed here for the planner and --list).
 ALL_LINEAR = "all-linear"
+FINLORA_KEYS = ("base_model", "dataset_path", "lora_r", "quant_bits", "learning_rate", "num_epochs", "batch_size",
+                "gradient_accumulation_steps", "peft_use_dora", "peft_use_rslora", "lora_alpha")
 
 
 class ExtraDataset(BaseModel):
@@ -49,36 +51,50 @@ class Entry(BaseModel):
     # Infinity/NaN are valid JSON to Python's parser; no key of ours means anything with them.
     model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
-    # FinLoRA's keys
-    base_model: str = Field(min_length=1)
-    dataset_path: str = Field(min_length=1)
-    lora_r: int = Field(ge=1, le=1024)
-    quant_bits: Literal[4, 8, 16] = 16  # FinLoRA: absent means 16-bit
-    learning_rate: float = Field(gt=0, lt=1)
-    num_epochs: float = Field(default=1, gt=0, le=1000)
-    batch_size: int = Field(default=1, ge=1, le=4096)  # axolotl's micro_batch_size (per device)
-    gradient_accumulation_steps: int = Field(default=1, ge=1, le=65536)
-    peft_use_dora: bool = False
-    peft_use_rslora: bool = False
-    lora_alpha: int = Field(default=16, ge=1, le=65536)
+    # FinLoRA's keys (FINLORA_KEYS). Each description is the docs/registry.md table (lora/registry_doc.py).
+    base_model: str = Field(min_length=1, description=(
+        "hub id, or a local folder written `./…`, `../…`, `/…` (relative to the registry file)"))
+    dataset_path: str = Field(min_length=1, description=(
+        'JSONL of `{"context","target"}` rows; relative to the registry file\'s folder'))
+    lora_r: int = Field(ge=1, le=1024, description="LoRA rank")
+    quant_bits: Literal[4, 8, 16] = Field(default=16, description=(  # FinLoRA: absent means 16-bit
+        "base weights: 4 = QLoRA (NF4, double quant), 8 = bitsandbytes int8, 16 = unquantised"))
+    learning_rate: float = Field(gt=0, lt=1, description="peak learning rate")
+    num_epochs: float = Field(default=1, gt=0, le=1000, description="passes over the data")
+    batch_size: int = Field(default=1, ge=1, le=4096, description="axolotl's `micro_batch_size` (per device)")
+    gradient_accumulation_steps: int = Field(default=1, ge=1, le=65536, description="micro-batches per optimizer step")
+    peft_use_dora: bool = Field(default=False, description="DoRA")
+    peft_use_rslora: bool = Field(default=False, description="rank-stabilised scaling")
+    lora_alpha: int = Field(default=16, ge=1, le=65536, description="LoRA scaling numerator")
 
     # Our additions (all optional)
-    description: str | None = Field(default=None, max_length=2000)
-    lora_dropout: float = Field(default=0.05, ge=0, lt=1)
-    target_modules: list[str] | Literal["all-linear"] = ALL_LINEAR
-    sequence_len: int = Field(default=4096, ge=32, le=131072)
-    max_steps: int | None = Field(default=None, ge=1, le=10_000_000)
-    val_set_size: float = Field(default=0.0, ge=0, le=10_000_000)  # < 1: a fraction of the rows; >= 1: a row count
-    seed: int = Field(default=42, ge=0, le=2**32 - 1)  # numpy's seed range, which the trainer seeds
-    sample_packing: bool | None = None  # None: the profile's choice; packed micro-batches count sequences, not rows
-    profile: str = "a5000x4"
-    zero_stage: Literal[1, 2, 3] | None = None  # None: the profile's default
-    prompt_format: str = DEFAULT_PROMPT_FORMAT
-    extra_datasets: list[ExtraDataset] = Field(default_factory=list)
-    lr_scheduler: Literal["cosine", "linear", "constant", "constant_with_warmup"] = "cosine"
-    warmup_ratio: float = Field(default=0.03, ge=0, le=0.5)
-    logging_steps: int = Field(default=10, ge=1, le=1_000_000)
-    trust_remote_code: bool = False
+    description: str | None = Field(default=None, max_length=2000, description="shown in the recipe header")
+    lora_dropout: float = Field(default=0.05, ge=0, lt=1, description="dropout on the LoRA path")
+    target_modules: list[str] | Literal["all-linear"] = Field(default=ALL_LINEAR, description=(
+        'a list such as `["q_proj","k_proj","v_proj"]` (FinLoRA\'s) or `"all-linear"`; '
+        "a name the model lacks is refused before launch"))
+    sequence_len: int = Field(default=4096, ge=32, le=131072, description="tokens per sequence")
+    max_steps: int | None = Field(default=None, ge=1, le=10_000_000, description=(
+        "stop after this many optimizer steps (checkpoints every quarter of them)"))
+    val_set_size: float = Field(default=0.0, ge=0, le=10_000_000, description=(
+        "< 1: fraction of rows held out; ≥ 1: a row count; adds eval loss to loss.png"))
+    seed: int = Field(default=42, ge=0, le=2**32 - 1, description="numpy's seed range, which the trainer seeds")
+    sample_packing: bool | None = Field(default=None, description=(
+        "null: the profile's choice; packed micro-batches count sequences, not rows (see below)"))
+    profile: str = Field(default="a5000x4", description=(
+        "hardware profile: " + ", ".join(f"`{p}`" for p in PROFILES) + " (`lora/profiles.py`)"))
+    zero_stage: Literal[1, 2, 3] | None = Field(default=None, description=(
+        "DeepSpeed ZeRO 1/2/3; null: the profile's (2 on `a5000x4`); `--zero` overrides"))
+    prompt_format: str = Field(default=DEFAULT_PROMPT_FORMAT, description=(
+        ", ".join(f"`{p}`" for p in PROMPT_FORMATS) + " (`lora/prompts.py`); recorded in run.json so "
+        "evaluation uses the same prompt"))
+    extra_datasets: list[ExtraDataset] = Field(default_factory=list, description=(
+        '`[{"path": …, "weight": 0.5}]`: weight 2 = the file twice, 0.25 = its first quarter'))
+    lr_scheduler: Literal["cosine", "linear", "constant", "constant_with_warmup"] = Field(
+        default="cosine", description="learning-rate schedule")
+    warmup_ratio: float = Field(default=0.03, ge=0, le=0.5, description="share of steps spent warming up")
+    logging_steps: int = Field(default=10, ge=1, le=1_000_000, description="steps between loss log lines")
+    trust_remote_code: bool = Field(default=False, description="only when an entry asks for it")
 
     @field_validator("profile")
     @classmethod

@@ -117,5 +117,27 @@ def test_entry_model_forbids_extra_keys_directly():
         Entry.model_validate(cpu_entry(typo=1))
 
 
-def test_user_error_exit_code():
-    assert UserError.exit_code == 2
+def test_user_error_is_exit_code_2_at_the_cli(capsys, workspace):
+    workspace.write({"run": cpu_entry()})
+    code = main(workspace.argv("no_such_run"))
+    assert code == UserError.exit_code == 2 and capsys.readouterr().err.startswith("error: unknown run")
+
+
+def test_docs_key_tables_are_generated_from_the_entry_model():
+    from lora.registry_doc import DOC, tables, updated
+
+    text = DOC.read_text(encoding="utf-8")
+    assert updated(text) == text, "docs/registry.md is stale: run python -m lora.registry_doc"
+    for body in tables().values():
+        assert body in text
+    assert all(f"| `{key}` |" in text for key in Entry.model_fields)  # every key documented, none forgotten
+
+
+def test_a_typo_of_a_required_key_names_the_typo(capsys, workspace):
+    entry = cpu_entry()
+    entry["lora_rr"] = entry.pop("lora_r")
+    workspace.write({"run": entry})
+    assert main(workspace.argv("run", "--dry-run")) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: entry 'run': unknown key 'lora_rr'; did you mean 'lora_r'") and err.count("\n") == 1
+    assert workspace.written() == []

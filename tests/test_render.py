@@ -5,6 +5,7 @@ import jinja2
 import pytest
 import yaml
 
+from lora.errors import UserError
 from lora.registry import load_registry
 from lora.render import (
     DEFAULT_REGISTRY,
@@ -13,6 +14,7 @@ from lora.render import (
     dataset_splits,
     recipe_inputs,
     render,
+    template_keys,
     validate_with_axolotl,
 )
 from tests.conftest import REPO, cpu_entry
@@ -105,3 +107,28 @@ def test_dataset_splits(weight, expected):
 def test_template_environment_is_strict():
     with pytest.raises(jinja2.UndefinedError):
         _environment().from_string("{{ not_defined }}").render()
+
+
+BREAKS = ["\n", "\r", "\r\n", "\x85", "\u2028", "\u2029", "\x0b", "\x0c", "\x1c"]
+
+
+@pytest.mark.parametrize("brk", BREAKS)
+def test_no_line_break_in_a_comment_or_a_value_adds_a_key(workspace, brk):
+    injected = f"x{brk}push_to_hub: true{brk}plugins: [evil.module]{brk}hub_model_id: me/x"
+    data = workspace.root / f"d{brk}ata.jsonl".replace("\x00", "")
+    data.write_text('{"context": "a", "target": "b"}\n')
+    reg = load_registry(workspace.write({"run": cpu_entry(description=injected, dataset_path=str(data))}))
+    text = render(recipe_inputs(reg, "run", recipes_dir=workspace.recipes))
+    cfg = yaml.safe_load(text)
+    assert not {"push_to_hub", "plugins", "hub_model_id"} & set(cfg) and set(cfg) <= template_keys()
+    assert cfg["datasets"][0]["path"].endswith(f"d{brk}ata.jsonl")  # values keep their text, escaped
+
+
+def test_render_refuses_a_recipe_with_keys_the_template_does_not_write(workspace, monkeypatch):
+    import lora.render as render_module
+
+    reg = load_registry(workspace.write({"run": cpu_entry()}))
+    monkeypatch.setattr(render_module, "comment_text", lambda v: str(v))  # the escaping removed
+    reg.entries["run"] = reg.entries["run"].model_copy(update={"description": "x\npush_to_hub: true"})
+    with pytest.raises(UserError, match="push_to_hub"):
+        render(recipe_inputs(reg, "run"))
