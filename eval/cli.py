@@ -118,7 +118,7 @@ def check_run_args(args) -> None:
             raise UserError(f"--bertscore-model {args.bertscore_model}: not a local folder (BERTScore never downloads)")
 
 
-def plan_groups(args) -> list:
+def grouped_adapters(args) -> list:
     """Adapters grouped by base; a --base-model that is not here is bad input, not an error row."""
     from eval.discovery import Group, discover, group_by_base, resolve_base
 
@@ -131,12 +131,12 @@ def plan_groups(args) -> list:
 
 
 def dry_run(groups, datas, settings) -> int:
-    from eval.runner import plan_group
+    from eval.runner import rows_and_pairs
 
     many = sum(1 for g in groups if g.base.error is None) > 1
     for g in groups:
         print(f"base {g.base.ref} -> {g.base.path or g.base.error}")
-        rows, pairs = plan_group(g, datas, settings, many)
+        rows, pairs = rows_and_pairs(g, datas, settings, many)
         for r in rows:
             print(f"  {r.kind:7s} {r.name}" + (f"  ERROR: {r.error}" if r.error else ""))
         for p in pairs:
@@ -169,7 +169,7 @@ def run_main(argv: list[str]) -> int:
     tasks = select_tasks(registry, parse_task_names(args.tasks))
     # Everything that can be wrong with the input is checked before a model loads or a file is written.
     datas = {t.name: load_task_data(t).head(args.limit) for t in tasks}
-    groups = plan_groups(args)
+    groups = grouped_adapters(args)
     settings = Settings(
         out=user_path(args.out, "--out"), limit=args.limit, batch_size=args.batch_size, base_quant=args.base_quant,
         no_base=args.no_base, prompt_format=args.prompt_format, force=args.force,

@@ -89,7 +89,7 @@ def wants_base(group: Group, settings: Settings) -> bool:
     return not group.adapters or any(a.error is None for a in group.adapters)
 
 
-def plan_group(group: Group, datas: dict[str, TaskData], settings: Settings, many_groups: bool) -> tuple[list[Row], list[Pair]]:
+def rows_and_pairs(group: Group, datas: dict[str, TaskData], settings: Settings, many_groups: bool) -> tuple[list[Row], list[Pair]]:
     """Rows and pairs for one base model (pure). The base row is evaluated with the prompt the group's
     adapters use for that task; when they disagree, one base row per prompt format."""
     adapter_pairs, formats = _adapter_pairs(group, datas, settings)
@@ -327,7 +327,7 @@ def run(groups: list[Group], datas: dict[str, TaskData], settings: Settings) -> 
     all_rows: list[Row] = []
     group_facts: list[dict] = []
     for group in groups:
-        rows, pairs = plan_group(group, datas, settings, many)
+        rows, pairs = rows_and_pairs(group, datas, settings, many)
         all_rows.extend(rows)
         group_facts.append(run_group(group, rows, pairs, datas, settings))
     results = report.build_results(all_rows, datas, group_facts, settings, versions(), time.monotonic() - t_start)

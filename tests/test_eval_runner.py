@@ -20,7 +20,7 @@ from eval.cli import main
 from eval.discovery import discover, group_by_base
 from eval.fixtures import BUNDLED_REF, run_record
 from eval.fixtures import make_fake_adapter as fake_adapter
-from eval.runner import Settings, plan_group
+from eval.runner import Settings, rows_and_pairs
 from eval.tasks import load_registry, load_task_data
 from lora.run_record import RunRecord
 
@@ -40,17 +40,17 @@ def test_grouping_and_base_rows_follow_adapter_prompts(tmp_path):
     groups = group_by_base(adapters)
     assert [len(g.adapters) for g in groups] == [3, 1]
     datas = {"fpb": load_task_data(load_registry()["fpb"])}
-    rows, pairs = plan_group(groups[0], datas, Settings(out=tmp_path), many_groups=False)
+    rows, pairs = rows_and_pairs(groups[0], datas, Settings(out=tmp_path), many_groups=False)
     assert [r.name for r in rows] == ["base [chatml]", "base [finlora_inst]", "a", "b", "c"]
     assert {(p.row, p.prompt_format, p.base_row) for p in pairs} == {
         ("base [chatml]", "chatml", None), ("base [finlora_inst]", "finlora_inst", None),
         ("a", "chatml", "base [chatml]"), ("b", "chatml", "base [chatml]"), ("c", "finlora_inst", "base [finlora_inst]"),
     }
     # one prompt in the group: a single row called "base"
-    rows, _ = plan_group(group_by_base(adapters[:2])[0], datas, Settings(out=tmp_path), many_groups=False)
+    rows, _ = rows_and_pairs(group_by_base(adapters[:2])[0], datas, Settings(out=tmp_path), many_groups=False)
     assert [r.name for r in rows] == ["base", "a", "b"]
     # a group whose base is not here: its adapters' error rows, no base row
-    rows, _ = plan_group(groups[1], datas, Settings(out=tmp_path), many_groups=True)
+    rows, _ = rows_and_pairs(groups[1], datas, Settings(out=tmp_path), many_groups=True)
     assert [r.name for r in rows] == ["other"]
 
 
@@ -60,7 +60,7 @@ def test_broken_adapters_add_no_base_row(tmp_path):
     datas = {"fpb": load_task_data(load_registry()["fpb"])}
     for override in (None, BUNDLED_REF):  # its own no-base group, or on --base-model's
         groups = group_by_base(discover([tmp_path / "bad"]), override)
-        planned = [plan_group(g, datas, Settings(out=tmp_path), many_groups=False) for g in groups]
+        planned = [rows_and_pairs(g, datas, Settings(out=tmp_path), many_groups=False) for g in groups]
         assert [[r.name for r in rows] for rows, _ in planned] == [["bad"]]
         assert [p.row for _, pairs in planned for p in pairs] == ["bad"]
 
