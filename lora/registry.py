@@ -27,6 +27,8 @@ from lora.prompts import DEFAULT_PROMPT_FORMAT, PROMPT_FORMATS
 # The modules "all-linear" means for the Llama-style models in the catalogue (axolotl's
 # lora_target_linear picks every Linear but lm_head; listed here for the planner and --list).
 ALL_LINEAR = "all-linear"
+# The hub's own rule for repo ids (huggingface_hub.utils.validate_repo_id), ASCII only.
+_HUB_ID = re.compile(r"(?=.{1,96}$)(?:[A-Za-z0-9](?:[\w.-]*[A-Za-z0-9])?/)?[A-Za-z0-9](?:[\w.-]*[A-Za-z0-9])?", re.ASCII)
 
 
 class ExtraDataset(BaseModel):
@@ -79,6 +81,14 @@ class Entry(BaseModel):
     warmup_ratio: float = Field(default=0.03, ge=0, le=0.5)
     logging_steps: int = Field(default=10, ge=1, le=1_000_000)
     trust_remote_code: bool = False
+
+    @field_validator("base_model")
+    @classmethod
+    def _model_ref(cls, v: str) -> str:
+        if not is_local_model_ref(v) and (not _HUB_ID.fullmatch(v) or ".." in v or "--" in v):
+            raise ValueError("give a local model folder (./…, ../…, /…, ~…) or a hub id such as "
+                             "meta-llama/Llama-3.1-8B-Instruct (letters, digits, '-', '_', '.'; at most 96 characters)")
+        return v
 
     @field_validator("profile")
     @classmethod
