@@ -26,7 +26,7 @@ from hypothesis import strategies as st
 from eval.cli import main
 from tests.conftest import BUNDLED
 
-EXAMPLES = int(os.environ.get("FUZZ_EXAMPLES", 60))
+EXAMPLES = int(os.environ.get("FUZZ_EXAMPLES", 200))
 FUZZ = settings(max_examples=EXAMPLES, derandomize=True, deadline=None, database=None,
                 suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 TRIED: Counter[str] = Counter()

@@ -27,7 +27,7 @@ from lora import launch_plan
 from lora.launch import ChildResult
 from tests.conftest import BUNDLED, cpu_entry
 
-EXAMPLES = int(os.environ.get("FUZZ_EXAMPLES", 60))
+EXAMPLES = int(os.environ.get("FUZZ_EXAMPLES", 200))
 FUZZ = settings(max_examples=EXAMPLES, derandomize=True, deadline=None, database=None,
                 suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
 TRIED: Counter[str] = Counter()

@@ -34,7 +34,7 @@ from lora.registry import Entry
 from lora.render import template_keys
 from tests.conftest import REPO, cpu_entry
 
-EXAMPLES = int(os.environ.get("FUZZ_EXAMPLES", 60))
+EXAMPLES = int(os.environ.get("FUZZ_EXAMPLES", 200))
 FUZZ = settings(max_examples=EXAMPLES, derandomize=True, deadline=None, database=None,
                 suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large,
                                        HealthCheck.function_scoped_fixture])
