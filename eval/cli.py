@@ -20,14 +20,14 @@ import sys
 import warnings
 from pathlib import Path
 
-from lora.errors import UserError
+from lora.errors import OneLineParser, UserError
 
 
 def build_parser() -> argparse.ArgumentParser:
     from eval.runner import QUANT_CHOICES
     from lora.prompts import PROMPT_FORMATS
 
-    p = argparse.ArgumentParser(
+    p = OneLineParser(
         prog="python -m eval",
         description="Evaluate LoRA adapters (folders with adapter_config.json, searched recursively) and their "
                     "base model on the finance test sets. `python -m eval score --help` re-scores a predictions file.",
@@ -52,7 +52,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def build_score_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
+    p = OneLineParser(
         prog="python -m eval score",
         description='Score a predictions file (one {"output": ..., "target": ...} per line) with a task\'s metric; '
                     "prints the metrics as JSON. No model is loaded.",

@@ -19,7 +19,7 @@ import shlex
 import sys
 from pathlib import Path
 
-from lora.errors import UserError
+from lora.errors import OneLineParser, UserError
 from lora.fsutil import repo_relative
 from lora.launch_plan import (
     LaunchRequest,
@@ -35,14 +35,6 @@ from lora.profiles import PROFILES
 from lora.registry import Registry, load_registry
 from lora.render import DEFAULT_ADAPTERS_DIR, DEFAULT_RECIPES_DIR, DEFAULT_REGISTRY, validate_with_axolotl
 from lora.runstate import RunLock
-
-
-class OneLineParser(argparse.ArgumentParser):
-    """argparse's errors as the project's: a UserError (one `error:` line, exit code 2, no usage block)."""
-
-    def error(self, message: str):
-        raise UserError(f"{message} (see {self.prog} --help)")
-
 
 FLAG_RANGES = {  # flag: (attribute, lowest, highest)
     "--gpus": ("gpus", 1, 1024),

@@ -8,6 +8,8 @@ having written nothing. A message is one line: `one_line` folds whatever a libra
 """
 from __future__ import annotations
 
+import argparse
+
 
 class UserError(Exception):
     """Bad input from the user: the message is the whole story, printed as `error: <message>`."""
@@ -23,3 +25,10 @@ def one_line(text: str, limit: int = 600) -> str:
     parts = [p.strip() for p in str(text).splitlines() if p.strip()]
     joined = "; ".join(parts)
     return joined if len(joined) <= limit else joined[: limit - 1] + "…"
+
+
+class OneLineParser(argparse.ArgumentParser):
+    """argparse's errors as the project's: a UserError (one `error:` line, exit code 2, no usage block)."""
+
+    def error(self, message: str):
+        raise UserError(f"{message} (see {self.prog} --help)")

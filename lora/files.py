@@ -17,9 +17,29 @@ from pathlib import Path
 
 from lora.errors import UserError
 
+NAME_MAX, PATH_MAX = 255, 4096  # bytes, Linux's limits
+
+
+def path_problem(text: str) -> str | None:
+    """Why the OS would refuse `text` as a path before looking (pathlib raises instead of answering)."""
+    if "\x00" in text:
+        return "embedded null byte"
+    try:
+        raw = os.fsencode(text)
+    except UnicodeEncodeError:  # a lone surrogate such as "\ud800"
+        return "holds a lone surrogate (\\ud800-\\udfff), which is not a file name"
+    if len(raw) >= PATH_MAX or any(len(part) > NAME_MAX for part in raw.split(b"/")):
+        return "File name too long"
+    return None
+
 
 def user_path(text: str | Path, what: str) -> Path:
-    """A path as the user wrote it, with ~ expanded."""
+    """A path as the user wrote it, with ~ expanded; one UserError for what no file system accepts
+    (NUL, lone surrogates, over-long names), so that no later exists()/resolve() raises a traceback."""
+    problem = path_problem(str(text))
+    if problem:
+        shown = repr(str(text))
+        raise UserError(f"{what} {shown if len(shown) <= 200 else shown[:199] + '…'}: {problem}")
     try:
         return Path(text).expanduser()
     except RuntimeError as exc:  # ~nosuchuser

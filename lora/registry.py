@@ -29,6 +29,8 @@ from lora.prompts import DEFAULT_PROMPT_FORMAT, PROMPT_FORMATS
 ALL_LINEAR = "all-linear"
 FINLORA_KEYS = ("base_model", "dataset_path", "lora_r", "quant_bits", "learning_rate", "num_epochs", "batch_size",
                 "gradient_accumulation_steps", "peft_use_dora", "peft_use_rslora", "lora_alpha")
+# The hub's own rule for repo ids (huggingface_hub.utils.validate_repo_id), ASCII only.
+_HUB_ID = re.compile(r"(?=.{1,96}$)(?:[A-Za-z0-9](?:[\w.-]*[A-Za-z0-9])?/)?[A-Za-z0-9](?:[\w.-]*[A-Za-z0-9])?", re.ASCII)
 
 
 class ExtraDataset(BaseModel):
@@ -95,6 +97,14 @@ class Entry(BaseModel):
     warmup_ratio: float = Field(default=0.03, ge=0, le=0.5, description="share of steps spent warming up")
     logging_steps: int = Field(default=10, ge=1, le=1_000_000, description="steps between loss log lines")
     trust_remote_code: bool = Field(default=False, description="only when an entry asks for it")
+
+    @field_validator("base_model")
+    @classmethod
+    def _model_ref(cls, v: str) -> str:
+        if not is_local_model_ref(v) and (not _HUB_ID.fullmatch(v) or ".." in v or "--" in v):
+            raise ValueError("give a local model folder (./…, ../…, /…, ~…) or a hub id such as "
+                             "meta-llama/Llama-3.1-8B-Instruct (letters, digits, '-', '_', '.'; at most 96 characters)")
+        return v
 
     @field_validator("profile")
     @classmethod

@@ -69,6 +69,7 @@ class RunLock:
         self.name = name
         self.token = secrets.token_hex(16)
         self._fd: int | None = None
+        self._made: list[Path] = []  # folders the lock created (deepest first): a refused launch removes them
 
     @property
     def env(self) -> dict[str, str]:
@@ -91,9 +92,13 @@ class RunLock:
     def _lock_current_file(self) -> int:
         """flock the file that is at self.path now. A releaser unlinks the file while holding it, so a
         file we opened just before that is stale: lock it, see it is no longer at the path, try again."""
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._made = [p for p in (self.path.parent, *self.path.parent.parents) if not p.exists()]
         for _ in range(100):
-            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            try:
+                fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+            except FileNotFoundError:  # a refused launch of another name removed the empty folder meanwhile
+                continue
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:
@@ -138,6 +143,12 @@ class RunLock:
             self.path.unlink(missing_ok=True)
             os.close(self._fd)
             self._fd = None
+        for folder in self._made:  # only while empty: a launch that wrote its outputs keeps them
+            try:
+                folder.rmdir()
+            except OSError:
+                break
+        self._made = []
 
     def __enter__(self) -> "RunLock":
         self.acquire()
