@@ -17,7 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr, Validat
 
 from eval.kinds import KINDS, Kind
 from lora.errors import UserError
-from lora.files import read_json, require_file, user_path
+from lora.files import read_json, require_file, unique_keys, user_path
 from lora.fsutil import sha256_file
 from lora.jsonl import read_jsonl
 
@@ -126,19 +126,10 @@ def parse_registry(raw: object, base_dir: Path, source: str) -> dict[str, Task]:
     return tasks
 
 
-def _no_duplicate_keys(pairs: list[tuple[str, object]]) -> dict:
-    seen: dict = {}
-    for key, value in pairs:
-        if key in seen:  # json.loads would silently keep the last one
-            raise UserError(f"duplicate key {key!r} in the task registry; each task and key must appear once")
-        seen[key] = value
-    return seen
-
-
 def load_registry(path: Path | str | None = None) -> dict[str, Task]:
     path = user_path(path, "task registry") if path else DEFAULT_REGISTRY
     try:
-        raw = read_json(path, "task registry", object_pairs_hook=_no_duplicate_keys)
+        raw = read_json(path, "task registry", object_pairs_hook=unique_keys("task registry"))
     except UserError as exc:
         if str(exc).startswith("duplicate key"):
             raise UserError(f"{path}: {exc}") from None

@@ -104,3 +104,15 @@ def _short(path: Path, limit: int = 200) -> str:
     """Over-long names are shown cut, so the message stays readable."""
     text = str(path)
     return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def unique_keys(what: str):
+    """A json object_pairs_hook refusing a key given twice (json.loads would silently keep the last)."""
+    def hook(pairs: list[tuple[str, object]]) -> dict:
+        seen: dict = {}
+        for key, value in pairs:
+            if key in seen:
+                raise UserError(f"duplicate key {key!r} in the {what}; each name and key must appear once")
+            seen[key] = value
+        return seen
+    return hook

@@ -19,7 +19,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from lora.errors import UserError
-from lora.files import read_json, stat_kind, user_path
+from lora.files import read_json, stat_kind, unique_keys, user_path
 from lora.names import check_name
 from lora.profiles import PROFILES
 from lora.prompts import DEFAULT_PROMPT_FORMAT, PROMPT_FORMATS
@@ -270,20 +270,11 @@ def parse_entry(name: str, raw) -> Entry:
         raise UserError(_describe_error(name, _first_error(exc.errors()))) from None
 
 
-def _no_duplicate_keys(pairs: list[tuple[str, object]]) -> dict:
-    seen: dict = {}
-    for key, value in pairs:
-        if key in seen:  # json.loads would silently keep the last one
-            raise UserError(f"duplicate key {key!r} in the registry; each run name and key must appear once")
-        seen[key] = value
-    return seen
-
-
 def load_registry(path: Path | str) -> Registry:
     path = user_path(path, "registry")
     if stat_kind(path, "registry") == "missing":
         raise UserError(f"registry {path} does not exist; pass --config-json PATH")
-    raw = read_json(path, "registry", object_pairs_hook=_no_duplicate_keys)
+    raw = read_json(path, "registry", object_pairs_hook=unique_keys("registry"))
     if not isinstance(raw, dict):
         raise UserError(f"{path}: must be a JSON object mapping run names to entries")
     entries = {name: parse_entry(name, value) for name, value in raw.items()}

@@ -25,8 +25,8 @@ from hypothesis import strategies as st
 
 from eval.cli import main
 from tests.conftest import BUNDLED
+from tests.fuzz_support import EXAMPLES, check_refusal, report_figures, tree
 
-EXAMPLES = int(os.environ.get("FUZZ_EXAMPLES", 200))
 FUZZ = settings(max_examples=EXAMPLES, derandomize=True, deadline=None, database=None,
                 suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 TRIED: Counter[str] = Counter()
@@ -99,10 +99,6 @@ flag = st.one_of(
 )
 
 
-def tree(root: Path) -> set[str]:
-    return {p.relative_to(root).as_posix() + ("/" if p.is_dir() else "") for p in root.rglob("*")}
-
-
 def call(argv: list[str], cwd: Path) -> tuple[int, str, str]:
     out, err = io.StringIO(), io.StringIO()
     old = os.getcwd()
@@ -122,8 +118,7 @@ def call(argv: list[str], cwd: Path) -> tuple[int, str, str]:
 def check(rc: int, err: str, argv: list[str], before: set[str], after: set[str]) -> None:
     assert rc in (0, 2), (rc, argv, err)
     if rc == 2:
-        lines = err.splitlines()
-        assert len(lines) == 1 and lines[0].startswith("error: ") and lines[0][7:].strip(), (argv, err)
+        check_refusal(err, argv)
     assert after == before, (argv, after ^ before)
 
 
@@ -187,10 +182,4 @@ def test_fuzz_eval_score(registry, data, predictions, task, own_registry):
 @pytest.mark.fuzz
 def test_fuzz_eval_figures():
     """Both properties ran and tried inputs (run them with the module); FUZZ_REPORT=FILE appends the counts."""
-    ran = {k: v for k, v in TRIED.items() if v and ", " not in k}
-    if not ran:
-        pytest.skip("run with the fuzz tests of this module")
-    assert all(v >= min(EXAMPLES, 10) for v in ran.values()), ran
-    if os.environ.get("FUZZ_REPORT"):
-        with open(os.environ["FUZZ_REPORT"], "a", encoding="utf-8") as f:
-            f.write(json.dumps({"module": __name__, "examples": EXAMPLES, "tried": dict(TRIED)}) + "\n")
+    report_figures(__name__, TRIED)

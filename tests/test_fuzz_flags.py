@@ -26,8 +26,8 @@ import lora.cli
 from lora import launch_plan
 from lora.launch import ChildResult
 from tests.conftest import BUNDLED, cpu_entry
+from tests.fuzz_support import EXAMPLES, check_refusal, tree
 
-EXAMPLES = int(os.environ.get("FUZZ_EXAMPLES", 200))
 FUZZ = settings(max_examples=EXAMPLES, derandomize=True, deadline=None, database=None,
                 suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
 TRIED: Counter[str] = Counter()
@@ -57,10 +57,6 @@ flag_pair = st.one_of(
     st.tuples(st.sampled_from(NUMERIC_FLAGS), value).map(lambda t: [f"{t[0]}={t[1]}"]),
 )
 MODES = {"dry-run": ["--dry-run"], "plan": ["--plan"], "plan-json": ["--plan", "--json"], "launch": []}
-
-
-def tree(root: Path) -> set[str]:
-    return {p.relative_to(root).as_posix() + ("/" if p.is_dir() else "") for p in root.rglob("*")}
 
 
 def call(argv: list[str]) -> tuple[int, str, str]:
@@ -133,8 +129,7 @@ def test_fuzz_flags(monkeypatch, name, mode, flags, gpus_found):
             return
         assert rc in (0, 2), (rc, argv, err)
         if rc == 2:
-            lines = err.splitlines()
-            assert len(lines) == 1 and lines[0].startswith("error: ") and lines[0][7:].strip(), (argv, err)
+            check_refusal(err, argv)
             assert after == before, after - before
             return
         TRIED["flags, accepted"] += 1

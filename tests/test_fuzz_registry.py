@@ -17,7 +17,6 @@ from __future__ import annotations
 import contextlib
 import io
 import json
-import os
 import tempfile
 from collections import Counter
 from pathlib import Path
@@ -33,8 +32,8 @@ from lora.launch import ChildResult
 from lora.registry import Entry
 from lora.render import template_keys
 from tests.conftest import REPO, cpu_entry
+from tests.fuzz_support import EXAMPLES, check_refusal, report_figures, tree
 
-EXAMPLES = int(os.environ.get("FUZZ_EXAMPLES", 200))
 FUZZ = settings(max_examples=EXAMPLES, derandomize=True, deadline=None, database=None,
                 suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large,
                                        HealthCheck.function_scoped_fixture])
@@ -115,10 +114,6 @@ registries = st.tuples(run_name, st.lists(mutation, max_size=4), st.integers(0, 
 # ---------------------------------------------------------------- the checks
 
 
-def tree(root: Path) -> set[str]:
-    return {p.relative_to(root).as_posix() + ("/" if p.is_dir() else "") for p in root.rglob("*")}
-
-
 def repo_outputs() -> set[str]:
     """What the repository's own output folders hold: a run with --recipes-dir/--adapters-dir never adds there."""
     return {p.as_posix() for d in ("recipes", "lora_adapters") for p in (REPO / d).rglob("*")}
@@ -129,12 +124,6 @@ def call(argv: list[str]) -> tuple[int, str, str]:
     with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
         rc = lora.cli.main(argv)
     return rc, out.getvalue(), err.getvalue()
-
-
-def check_refusal(err: str) -> None:
-    lines = err.splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error: ") and lines[0][7:].strip(), err
-    assert "Traceback" not in err
 
 
 def check_recipe(recipe: Path) -> None:
@@ -287,10 +276,4 @@ def test_fuzz_registry_train_with_faults(monkeypatch, case, fault, fresh):
 @pytest.mark.fuzz
 def test_fuzz_registry_figures():
     """Every property above ran and tried inputs (run it with the module); FUZZ_REPORT=FILE appends the counts."""
-    ran = {k: v for k, v in TRIED.items() if v and ", " not in k}
-    if not ran:
-        pytest.skip("run with the fuzz tests of this module")
-    assert all(v >= min(EXAMPLES, 10) for v in ran.values()), ran
-    if os.environ.get("FUZZ_REPORT"):
-        with open(os.environ["FUZZ_REPORT"], "a", encoding="utf-8") as f:
-            f.write(json.dumps({"module": __name__, "examples": EXAMPLES, "tried": dict(TRIED)}) + "\n")
+    report_figures(__name__, TRIED)
