@@ -124,7 +124,7 @@ def detect_cuda_gpus() -> int:
 GROUP_GRACE_SECONDS = 180.0
 
 
-def _group_alive(pgid: int) -> bool:
+def group_alive(pgid: int) -> bool:
     try:
         os.killpg(pgid, 0)
     except ProcessLookupError:
@@ -137,17 +137,17 @@ def _group_alive(pgid: int) -> bool:
 def wait_for_group(pgid: int, grace_seconds: float, poll: float = 0.2) -> None:
     """Wait for every process of the group to exit; past the grace period, SIGTERM then SIGKILL it."""
     deadline = time.monotonic() + grace_seconds
-    while _group_alive(pgid) and time.monotonic() < deadline:
+    while group_alive(pgid) and time.monotonic() < deadline:
         time.sleep(poll)
     for sig, wait in ((signal.SIGTERM, 10.0), (signal.SIGKILL, 5.0)):
-        if not _group_alive(pgid):
+        if not group_alive(pgid):
             return
         try:
             os.killpg(pgid, sig)
         except ProcessLookupError:
             return
         end = time.monotonic() + wait
-        while _group_alive(pgid) and time.monotonic() < end:
+        while group_alive(pgid) and time.monotonic() < end:
             time.sleep(poll)
 
 

@@ -27,6 +27,7 @@ from datetime import datetime
 from pathlib import Path
 
 from lora.errors import UserError
+from lora.launch import group_alive
 from lora.outputs import complete_checkpoints
 
 RUN_LOCK_ENV = "FINLORA_RUN_LOCK"
@@ -49,16 +50,6 @@ def processes_with_token(token: str, proc: Path = PROC) -> list[int]:
         if needle in environ.split(b"\0"):
             found.append(int(entry.name))
     return sorted(found)
-
-
-def _group_alive(pgid: int) -> bool:
-    try:
-        os.killpg(pgid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 class RunLock:
@@ -123,7 +114,7 @@ class RunLock:
         if PROC.is_dir():
             return [p for p in processes_with_token(token) if p != os.getpid()]
         pgid = previous.get("child_pgid")  # no /proc (macOS): the child's process group is what we know
-        return [pgid] if isinstance(pgid, int) and _group_alive(pgid) else []
+        return [pgid] if isinstance(pgid, int) and group_alive(pgid) else []
 
     def record_child(self, pgid: int) -> None:
         """Note the trainer's process group (the fallback liveness check where /proc is missing)."""
