@@ -25,7 +25,8 @@ def check_readable_file(path: Path, what: str) -> None:
         raise UserError(f"{what} {path} is not a file")
 
 
-def _text_ok(value: str) -> bool:
+def is_text(value: str) -> bool:
+    """False for a string holding a lone surrogate (valid JSON escape, not UTF-8 text)."""
     try:
         value.encode("utf-8")
     except UnicodeEncodeError:
@@ -51,7 +52,7 @@ def parse_line(raw: bytes | str, where: str, keys: tuple[str, ...]) -> dict:
             raise UserError(f"{where}: row has no {key!r} (rows are {{{', '.join(repr(k) for k in keys)}}})")
         if not isinstance(obj[key], str):
             raise UserError(f"{where}: {key!r} must be a string, got {type(obj[key]).__name__}")
-        if not _text_ok(obj[key]):
+        if not is_text(obj[key]):
             raise UserError(f"{where}: {key!r} holds a lone surrogate escape (\\ud800-\\udfff), which is not text")
     return obj
 

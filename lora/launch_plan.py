@@ -181,13 +181,10 @@ def check_target_modules(registry: Registry, entry: Entry) -> None:
     from lora.plan import load_arch
 
     try:
-        shapes = load_arch(registry.resolve_base_model(entry), REPO_ROOT).module_shapes()
+        arch = load_arch(registry.resolve_base_model(entry), REPO_ROOT)
     except MissingFacts:
         return  # unknown architecture: peft will be the judge
-    missing = [m for m in entry.target_modules if m not in shapes]
-    if missing:
-        raise UserError(f"target_modules: {entry.base_model} has no linear module {', '.join(missing)}; "
-                        f"its linear modules are {', '.join(shapes)} (or \"all-linear\")")
+    arch.check_modules(entry.target_modules, entry.base_model)
 
 
 # ---------------------------------------------------------------- facts

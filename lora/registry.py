@@ -20,6 +20,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from lora.errors import UserError
 from lora.files import read_json, stat_kind, unique_keys, user_path
+from lora.jsonl import is_text
 from lora.names import check_name
 from lora.profiles import PROFILES
 from lora.prompts import DEFAULT_PROMPT_FORMAT, PROMPT_FORMATS
@@ -245,16 +246,16 @@ def _first_error(errors: list[dict]) -> dict:
     return next((e for e in errors if e["type"] == "extra_forbidden"), errors[0])
 
 
+def _strings(value) -> list[str]:
+    if isinstance(value, str):
+        return [value]
+    items = value.values() if isinstance(value, dict) else value if isinstance(value, list) else ()
+    return [s for item in items for s in _strings(item)]
+
+
 def _lone_surrogate_key(raw: dict) -> str | None:
-    """The first key whose string value (or list item) holds a lone surrogate escape such as "\\ud800"."""
-    for key, value in raw.items():
-        values = value if isinstance(value, list) else [value]
-        for v in values:
-            texts = [v] + ([x for x in v.values() if isinstance(x, str)] if isinstance(v, dict) else [])
-            for t in texts:
-                if isinstance(t, str) and not t.encode("utf-8", "surrogatepass").decode("utf-8", "ignore") == t:
-                    return key
-    return None
+    """The first key whose value holds (at any depth) a lone surrogate escape such as "\\ud800"."""
+    return next((key for key, value in raw.items() if not all(map(is_text, _strings(value)))), None)
 
 
 def parse_entry(name: str, raw) -> Entry:

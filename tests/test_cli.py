@@ -230,3 +230,11 @@ def test_plan_without_architecture_facts_says_what_is_missing(workspace, capsys)
     err = capsys.readouterr().err
     assert "someone/unknown-model-7b" in err and len(err.strip().splitlines()) == 1
 
+
+
+def test_a_target_module_the_model_lacks_is_refused_at_dry_run(workspace, capsys):
+    workspace.write({"run": cpu_entry(target_modules=["q_proj", "nonexistent_proj"])})
+    assert cli.main(workspace.argv("run", "--dry-run")) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: target_modules:") and "has no linear module nonexistent_proj" in err
+    assert err.count("\n") == 1 and workspace.written() == []

@@ -10,7 +10,7 @@ import pytest
 
 from lora.fsutil import REPO_ROOT
 from lora.plan import FACTS_PATH, MissingFacts, arch_from_config, load_arch
-from tests.test_plan_helpers import LLAMA8B
+from tests.test_plan_helpers import LLAMA8B, write_tiny_llama
 
 
 # ---- facts --------------------------------------------------------------------------------------
@@ -32,11 +32,7 @@ def test_shipped_totals_match_the_derivation_from_shapes():
 
 
 def test_local_config_wins_over_the_table(tmp_path):
-    folder = tmp_path / "tiny"
-    folder.mkdir()
-    (folder / "config.json").write_text(json.dumps({
-        "model_type": "llama", "hidden_size": 64, "intermediate_size": 128, "num_hidden_layers": 2,
-        "num_attention_heads": 4, "num_key_value_heads": 2, "vocab_size": 100}))
+    folder = write_tiny_llama(tmp_path / "tiny")
     arch = load_arch(str(folder), tmp_path)
     assert arch.hidden_size == 64 and arch.tie_word_embeddings is False  # LlamaConfig's default
     assert str(folder / "config.json") in arch.source

@@ -23,7 +23,7 @@ from lora.plan import (
 from lora.profiles import PROFILES
 from lora.registry import load_registry
 from tests.conftest import FPB_TRAIN
-from tests.test_plan_helpers import LLAMA8B, arch_8b
+from tests.test_plan_helpers import LLAMA8B, arch_8b, write_tiny_llama
 
 pytestmark = pytest.mark.skipif(not FPB_TRAIN.is_file(), reason="data/train/fpb_train.jsonl not prepared")
 
@@ -94,11 +94,7 @@ def test_unknown_model_raises_missing_facts(tmp_path):
 
 
 def test_relative_local_base_model_resolves_against_the_registry_folder(tmp_path):
-    folder = tmp_path / "tiny"
-    folder.mkdir()
-    (folder / "config.json").write_text(json.dumps({
-        "model_type": "llama", "hidden_size": 64, "intermediate_size": 128, "num_hidden_layers": 2,
-        "num_attention_heads": 4, "num_key_value_heads": 2, "vocab_size": 100}))
+    folder = write_tiny_llama(tmp_path / "tiny")
     reg, entry = _registry(tmp_path, base_model="./tiny")
     plan = plan_for_entry(reg, entry, num_gpus=1)
     assert plan.inputs.base_model == str(folder) and plan.arch.hidden_size == 64

@@ -2,7 +2,9 @@
 shipped table and an axolotl recipe on a hardware profile."""
 from __future__ import annotations
 
+import json
 from functools import lru_cache
+from pathlib import Path
 
 from lora.fsutil import REPO_ROOT
 from lora.plan import ModelArch, PlanInputs, inputs_from_profile, load_arch
@@ -22,3 +24,12 @@ def axolotl_inputs(profile="a5000x4", **kw) -> PlanInputs:
                 sequence_len=2048, dataset_rows=3628, dataset_tokens=3628 * 70)
     base.update(kw)
     return inputs_from_profile(PROFILES[profile], **base)
+
+
+def write_tiny_llama(folder: Path) -> Path:
+    """A two-layer Llama config.json (hidden 64): a local model folder the planner can read."""
+    folder.mkdir()
+    (folder / "config.json").write_text(json.dumps({
+        "model_type": "llama", "hidden_size": 64, "intermediate_size": 128, "num_hidden_layers": 2,
+        "num_attention_heads": 4, "num_key_value_heads": 2, "vocab_size": 100}))
+    return folder

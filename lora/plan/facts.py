@@ -5,7 +5,7 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from lora.errors import one_line
+from lora.errors import UserError, one_line
 
 FACTS_PATH = Path(__file__).resolve().parent / "model_facts.json"
 
@@ -39,6 +39,14 @@ class ModelArch:
     @property
     def kv_dim(self) -> int:
         return self.num_key_value_heads * self.head_dim
+
+    def check_modules(self, modules: tuple[str, ...] | list[str], base_model: str) -> None:
+        """UserError (one line) naming the modules the model lacks and the linear modules it has."""
+        shapes = self.module_shapes()
+        unknown = [m for m in modules if m not in shapes]
+        if unknown:
+            raise UserError(f"target_modules: {base_model} has no linear module {', '.join(unknown)}; "
+                            f"its linear modules are {', '.join(shapes)} (or all-linear)")
 
     def module_shapes(self) -> dict[str, tuple[int, int]]:
         """(in_features, out_features) of each linear in one decoder layer (Llama/Mistral/Qwen layout)."""

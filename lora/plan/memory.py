@@ -6,7 +6,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from lora.errors import UserError
 from lora.plan.constants import (
     ALLOCATOR_SLACK,
     CPU_RUNTIME_GIB,
@@ -22,11 +21,7 @@ from lora.plan.inputs import PlanInputs
 
 def check_target_modules(inputs: PlanInputs, arch: ModelArch) -> None:
     """UserError (one line) naming the modules the model lacks and the linear modules it has."""
-    shapes = arch.module_shapes()
-    unknown = [m for m in inputs.modules() if m not in shapes]
-    if unknown:
-        raise UserError(f"target_modules: {inputs.base_model} has no linear module {', '.join(unknown)}; "
-                        f"its linear modules are {', '.join(shapes)} (or all-linear)")
+    arch.check_modules(inputs.modules(), inputs.base_model)
 
 
 def lora_trainable_params(inputs: PlanInputs, arch: ModelArch) -> int:
