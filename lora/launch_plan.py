@@ -225,11 +225,13 @@ def gather_facts(registry: Registry, request: LaunchRequest, entry: Entry) -> Fa
     check_target_modules(registry, entry)
     workers = workers_here(request, profile)
     offline = model_available_offline(entry.base_model, is_local_model_ref(entry.base_model))
-    if request.dry_run:
-        return Facts(workers=workers, environ=dict(os.environ), offline=offline, notes=tuple(notes))
-    return Facts(workers=workers, environ=dict(os.environ), offline=offline, notes=tuple(notes),
-                 folder=read_folder_state(request.output_dir),
-                 estimate=estimate_or_none(registry, entry, workers, request.num_machines))
+    if request.dry_run:  # a dry run neither reads the output folder nor estimates
+        folder, estimate = FolderState(), None
+    else:
+        folder = read_folder_state(request.output_dir)
+        estimate = estimate_or_none(registry, entry, workers, request.num_machines)
+    return Facts(workers=workers, environ=dict(os.environ), offline=offline, folder=folder, estimate=estimate,
+                 notes=tuple(notes))
 
 
 # ---------------------------------------------------------------- decide (pure)
