@@ -33,6 +33,8 @@ class TaskEntry(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     data: StrictStr = Field(description="JSONL test file, relative to the registry's folder")
+    train: StrictStr | None = Field(default=None, description=(
+        "JSONL training file of the same task (k-shot examples come from it), relative to the registry's folder"))
     kind: StrictStr
     labels: list[StrictStr] | None = Field(default=None, min_length=1)
     max_new_tokens: StrictInt | None = Field(default=None, ge=1)
@@ -49,6 +51,7 @@ class Task:
     max_new_tokens: int
     headline: str
     labels: tuple[str, ...] | None = None  # None: derived from the data when loaded
+    train: Path | None = None  # the task's training file, when the registry names one (k-shot examples)
     prompt_format: str | None = None
     description: str = ""
     spec: dict = field(default_factory=dict, compare=False, hash=False)  # the registry entry as written
@@ -104,12 +107,18 @@ def parse_entry(name: str, raw: object, base_dir: Path, source: str) -> Task:
         if entry.prompt_format not in PROMPT_FORMATS:
             raise UserError(f"{where}: key 'prompt_format': unknown {entry.prompt_format!r} "
                             f"(known: {', '.join(PROMPT_FORMATS)}){_did_you_mean(entry.prompt_format, PROMPT_FORMATS)}")
-    data = user_path(entry.data, f"{where}: data")
+    data = _resolve(entry.data, base_dir, f"{where}: data")
+    train = _resolve(entry.train, base_dir, f"{where}: train") if entry.train is not None else None
     return Task(
-        name=name, data=data if data.is_absolute() else (base_dir / data).resolve(), kind=kind,
+        name=name, data=data, train=train, kind=kind,
         max_new_tokens=entry.max_new_tokens or kind.max_new_tokens, headline=headline, labels=labels,
         prompt_format=entry.prompt_format, description=entry.description, spec=dict(raw),
     )
+
+
+def _resolve(path: str, base_dir: Path, what: str) -> Path:
+    p = user_path(path, what)
+    return p if p.is_absolute() else (base_dir / p).resolve()
 
 
 def parse_registry(raw: object, base_dir: Path, source: str) -> dict[str, Task]:
