@@ -4,11 +4,12 @@
     python -m eval lora_adapters/ --base-model models/base_model/smollm2-135m-instruct --tasks fpb,ner
     python -m eval --base-model models/base_model/smollm2-135m-instruct --tasks formula   # the base alone
     python -m eval score --task fpb --predictions eval_results/demo/predictions/<row>/fpb.jsonl
+    python -m eval report eval_results/demo --layout finlora   # FinLoRA's table layout + PNG from results.json
     python -m eval --list-tasks
 
 Exit codes: 0 all rows evaluated; 1 finished but some rows/groups report errors (see results.md);
 2 bad input (one `error:` line on stderr, nothing evaluated or written).
---help, --list-tasks, --dry-run and `score` never import torch (tests/test_eval_cli.py checks).
+--help, --list-tasks, --dry-run, `score` and `report` never import torch (tests/test_eval_cli.py checks).
 """
 from __future__ import annotations
 
@@ -30,7 +31,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = OneLineParser(
         prog="python -m eval",
         description="Evaluate LoRA adapters (folders with adapter_config.json, searched recursively) and their "
-                    "base model on the finance test sets. `python -m eval score --help` re-scores a predictions file.",
+                    "base model on the finance test sets. `python -m eval score --help` re-scores a predictions file; "
+                    "`python -m eval report --help` re-lays a finished run's results.json (FinLoRA's layout).",
     )
     p.add_argument("paths", nargs="*", help="adapter folders, or folders containing them (checkpoint-* skipped)")
     p.add_argument("--tasks", action="append", help="comma-separated task names (default: every task in the registry)")
@@ -61,6 +63,47 @@ def build_score_parser() -> argparse.ArgumentParser:
     p.add_argument("--predictions", required=True, help="JSONL file; eval's own predictions/<row>/<task>.jsonl works")
     p.add_argument("--tasks-json", help="another task registry (default: eval/tasks.json)")
     return p
+
+
+# --layout NAME -> (module, what it shows). The module has read_results(out), write_report(out, results, argv)
+# -> the printed table, and OUTPUTS (the file names it writes into OUT); it is imported only when used, so
+# `report --help` imports nothing heavy.
+REPORT_LAYOUTS = {
+    "finlora": ("eval.finlora_layout", "task rows × FinLoRA's method columns, its published numbers beside ours, "
+                "and a PNG panel per task"),
+}
+
+
+def build_report_parser() -> argparse.ArgumentParser:
+    p = OneLineParser(
+        prog="python -m eval report",
+        description="Re-lay an earlier run's OUT/results.json (python -m eval ... --out OUT) in another layout; "
+                    "writes the layout's files into OUT and prints its table. No model is loaded.",
+    )
+    p.add_argument("out", metavar="OUT", help="the --out folder of an earlier run (holds results.json)")
+    p.add_argument("--layout", default="finlora", metavar="NAME",
+                   help="; ".join(f"{k}: {v[1]}" for k, v in REPORT_LAYOUTS.items()) + " (default: finlora)")
+    return p
+
+
+def report_main(argv: list[str]) -> int:
+    import difflib
+    import importlib
+
+    from lora.files import check_writable_dir, user_path
+
+    args = build_report_parser().parse_args(argv)
+    if args.layout not in REPORT_LAYOUTS:
+        close = difflib.get_close_matches(args.layout, list(REPORT_LAYOUTS), n=3, cutoff=0.5)
+        hint = f"; did you mean {' or '.join(repr(c) for c in close)}?" if close else ""
+        raise UserError(f"unknown layout {args.layout!r}{hint} (known: {', '.join(REPORT_LAYOUTS)})")
+    layout = importlib.import_module(REPORT_LAYOUTS[args.layout][0])
+    out = user_path(args.out, "OUT")
+    results = layout.read_results(out)
+    check_writable_dir(out, "OUT")  # before rendering: a read-only folder is one line, not a traceback
+    print(layout.write_report(out, results, ["python", "-m", "eval", "report", *argv]), end="")
+    print(f"wrote {', '.join(f'{out}/{name}' for name in layout.OUTPUTS)}", file=sys.stderr)
+    return 0
 
 
 def read_predictions(path: Path) -> tuple[list[str], list[str]]:
@@ -214,6 +257,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if argv and argv[0] == "score":
             return score_main(argv[1:])
+        if argv and argv[0] == "report":
+            return report_main(argv[1:])
         return run_main(argv)
     except UserError as exc:
         print(f"error: {exc}", file=sys.stderr)

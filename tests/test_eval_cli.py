@@ -250,3 +250,29 @@ def test_score_unknown_task(tmp_path, capsys):
     preds.write_text('{"output": "a", "target": "b"}\n')
     assert main(["score", "--task", "nosuch", "--predictions", str(preds)]) == 2
     assert "known tasks" in err_line(capsys)
+
+
+# ---------------------------------------------------------------- report (FinLoRA layout): no torch either
+
+
+@pytest.mark.parametrize("argv", [["report", "--help"], ["report", "{out}", "--layout", "finlora"]])
+def test_report_imports_no_torch(tmp_path, argv):
+    out = tmp_path / "out"
+    out.mkdir()
+    row = {"name": "base", "kind": "base", "base_model": BUNDLED_REF, "error": None, "adapter": None,
+           "results": {"fpb": {"metrics": {"n": 4, "accuracy": 0.5, "ci": {"accuracy": [0.0, 1.0]}}}}}
+    (out / "results.json").write_text(json.dumps({
+        "schema": 1, "settings": {"limit": 4}, "rows": [row],
+        "tasks": {"fpb": {"kind": "classification", "headline": "accuracy"}}}))
+    code = (
+        "import sys\n"
+        "from eval.cli import main\n"
+        "try:\n    rc = main(sys.argv[1:])\nexcept SystemExit as exc:\n    rc = exc.code\n"
+        "heavy = sorted(m for m in ('torch', 'transformers', 'peft') if m in sys.modules)\n"
+        "print('HEAVY', ','.join(heavy), 'RC', rc)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code, *[a.format(out=out) for a in argv]], cwd=REPO,
+                          capture_output=True, text=True, timeout=120, env={"PATH": "/usr/bin:/bin", "HF_HUB_OFFLINE": "1"})
+    assert done.stdout.strip().splitlines()[-1] == "HEAVY  RC 0", done.stderr[-2000:]
+    if argv[1] != "--help":
+        assert (out / "finlora_tasks.png").read_bytes()[:4] == b"\x89PNG"
