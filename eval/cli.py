@@ -1,6 +1,7 @@
 """Command line: evaluate adapters (default) or re-score a predictions file (`score`).
 
     python -m eval lora_adapters/<name> --tasks fpb --out eval_results/demo --limit 100
+    python -m eval lora_adapters/ --shots 3        # each adapter on its own tasks (FinLoRA's map), 3-shot base
     python -m eval lora_adapters/ --base-model models/base_model/smollm2-135m-instruct --tasks fpb,ner
     python -m eval --base-model models/base_model/smollm2-135m-instruct --tasks formula   # the base alone
     python -m eval score --task fpb --predictions eval_results/demo/predictions/<row>/fpb.jsonl
