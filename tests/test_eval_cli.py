@@ -22,6 +22,25 @@ REPO = Path(__file__).resolve().parents[1]
 FINLORA_CONFIGS = REPO.parent / "shared" / "data" / "finlora" / "adapter_configs"
 
 
+SIX_TASKS = ("fpb", "tfns", "ner", "formula", "xbrl_term", "financebench")
+
+
+def six_task_registry(tmp_path: Path) -> Path:
+    """The registry as these tests were written against (six tasks, fpb/formula/xbrl_term/financebench with
+    train files, tfns/ner without), so that tasks added to eval/tasks.json later do not change them."""
+    repo = Path(__file__).resolve().parents[1]
+    shipped = json.loads((repo / "eval" / "tasks.json").read_text())
+    reg = {}
+    for name in SIX_TASKS:
+        train = repo / "data" / "train" / f"{name}_train.jsonl"
+        reg[name] = {**{k: v for k, v in shipped[name].items() if k not in ("data", "train")},
+                     "data": str(repo / "data" / "test" / f"{name}_test.jsonl"),
+                     "train": str(train) if train.is_file() and name not in ("tfns", "ner") else None}
+    path = tmp_path / "six_tasks.json"
+    path.write_text(json.dumps(reg))
+    return path
+
+
 def err_line(capsys) -> str:
     """Bad input prints exactly one line on stderr, and it starts with `error: `."""
     err = capsys.readouterr().err.splitlines()
@@ -175,7 +194,7 @@ def _finlora_layout(root: Path) -> Path:
 
 def test_dry_run_default_selection_shows_map_families_and_skips(tmp_path, capsys):
     root = _finlora_layout(tmp_path / "lora_adapters")
-    assert main([str(root), "--base-model", BUNDLED_REF, "--dry-run"]) == 0
+    assert main([str(root), "--base-model", BUNDLED_REF, "--dry-run", "--tasks-json", str(six_task_registry(tmp_path))]) == 0
     captured = capsys.readouterr()
     out = captured.out
     assert "  sentiment: fpb, fiqa, tfns, nwgi" in out and "  finer: xbrl_finer, xbrl_fnxl" in out
@@ -202,9 +221,8 @@ def test_dry_run_default_selection_shows_map_families_and_skips(tmp_path, capsys
 
 
 def test_absent_data_file_is_one_note_naming_it_and_tasks_override(tmp_path, capsys):
-    reg = tmp_path / "tasks.json"
-    registry = {n: {**e, **{k: str((REPO / "eval" / e[k]).resolve()) for k in ("data", "train") if e.get(k)}}
-                for n, e in json.loads((REPO / "eval" / "tasks.json").read_text()).items() if not n.startswith("_")}
+    reg = six_task_registry(tmp_path)
+    registry = json.loads(reg.read_text())
     registry["fiqa"] = {**registry["tfns"], "data": str(tmp_path / "fiqa_test.jsonl")}
     reg.write_text(json.dumps(registry))
     fake_adapter(tmp_path / "ad" / "sentiment_a")
@@ -215,7 +233,8 @@ def test_absent_data_file_is_one_note_naming_it_and_tasks_override(tmp_path, cap
         f"note: skipped task fiqa (family sentiment): data file {tmp_path / 'fiqa_test.jsonl'} is not present") == 1
     assert "sentiment_a × tfns" in captured.out and "sentiment_a × fiqa" not in captured.out
     # --tasks: every adapter × the named tasks, whatever its family
-    assert main([str(tmp_path / "ad"), "--base-model", BUNDLED_REF, "--tasks", "ner", "--dry-run"]) == 0
+    assert main([str(tmp_path / "ad"), "--base-model", BUNDLED_REF, "--tasks-json", str(reg), "--tasks", "ner",
+                 "--dry-run"]) == 0
     captured = capsys.readouterr()
     assert {line.strip() for line in captured.out.splitlines() if " × " in line} == {
         "base × ner: prompt finlora_inst", "sentiment_a × ner: prompt finlora_inst",
@@ -224,13 +243,15 @@ def test_absent_data_file_is_one_note_naming_it_and_tasks_override(tmp_path, cap
 
 
 def test_base_alone_gets_every_present_task_and_shots_are_shown(tmp_path, capsys):
-    assert main(["--base-model", BUNDLED_REF, "--dry-run", "--shots", "3", "--limit", "4"]) == 0
+    reg = six_task_registry(tmp_path)
+    assert main(["--base-model", BUNDLED_REF, "--dry-run", "--shots", "3", "--limit", "4", "--tasks-json", str(reg)]) == 0
     out = capsys.readouterr().out
     assert "  base    base 3-shot" in out
     for t in ("fpb", "tfns", "ner", "formula", "xbrl_term", "financebench"):
         assert f"base 3-shot × {t}: prompt finlora_inst, 3-shot" in out
     assert "shots fpb: 3 per row from train file data/train/fpb_train.jsonl (3628 examples), seed 0; " \
            "scored rows n=4" in out
+    assert out.count(" × ") == len(SIX_TASKS)
     assert "shots tfns: 3 per row from test rows [" in out and "held out of every row's scoring" in out
 
 
@@ -247,7 +268,8 @@ def test_bad_shots_exit_2_before_anything(tmp_path, capsys, no_run, argv, needle
     adapter = fake_adapter(tmp_path / "a", run=run_record("a"))
     out = tmp_path / "out"
     argv = [a.format(adapter=adapter) for a in argv]
-    assert main(["--base-model", BUNDLED_REF, "--out", str(out), *argv]) == 2
+    reg = six_task_registry(tmp_path)
+    assert main(["--base-model", BUNDLED_REF, "--out", str(out), "--tasks-json", str(reg), *argv]) == 2
     assert err_line(capsys).startswith(needle)
     assert not out.exists()
 

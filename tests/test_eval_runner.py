@@ -29,6 +29,25 @@ TASKS = "fpb,formula"
 LIMIT = 3
 
 
+SIX_TASKS = ("fpb", "tfns", "ner", "formula", "xbrl_term", "financebench")
+
+
+def six_task_registry(tmp_path: Path) -> Path:
+    """The registry as these tests were written against (six tasks, fpb/formula/xbrl_term/financebench with
+    train files, tfns/ner without), so that tasks added to eval/tasks.json later do not change them."""
+    repo = Path(__file__).resolve().parents[1]
+    shipped = json.loads((repo / "eval" / "tasks.json").read_text())
+    reg = {}
+    for name in SIX_TASKS:
+        train = repo / "data" / "train" / f"{name}_train.jsonl"
+        reg[name] = {**{k: v for k, v in shipped[name].items() if k not in ("data", "train")},
+                     "data": str(repo / "data" / "test" / f"{name}_test.jsonl"),
+                     "train": str(train) if train.is_file() and name not in ("tfns", "ner") else None}
+    path = tmp_path / "six_tasks.json"
+    path.write_text(json.dumps(reg))
+    return path
+
+
 # ---------------------------------------------------------------- planning (pure)
 
 
@@ -221,7 +240,8 @@ def test_default_run_evaluates_each_adapter_on_its_own_tasks(tmp_path, fake_engi
                  run=run_record("sentiment_smollm2_cpu", entry={"dataset_path": "data/train/fpb_train.jsonl"}))
     fake_adapter(root / "xbrl_term_llama_3_1_8b_8bits_r8", run=run_record("xbrl_term_llama_3_1_8b_8bits_r8"))
     out = tmp_path / "out"
-    assert main([str(root), "--base-model", BUNDLED_REF, "--limit", "2", "--out", str(out), "--no-progress"]) == 0
+    assert main([str(root), "--base-model", BUNDLED_REF, "--limit", "2", "--out", str(out), "--no-progress",
+                 "--tasks-json", str(six_task_registry(tmp_path))]) == 0
     assert Counter(fake_engine) == {(None, 2): 3, ("sentiment_smollm2_cpu", 2): 2, ("xbrl_term_llama_3_1_8b_8bits_r8", 2): 1}
     err = capsys.readouterr().err
     assert "note: skipped task fiqa (family sentiment) is not in the task registry" in err
@@ -255,7 +275,7 @@ def test_unknown_family_is_said_in_results(tmp_path, fake_engine):
 
 def _shots_argv(root: Path, out: Path, *extra: str) -> list[str]:
     return [str(root), "--base-model", BUNDLED_REF, "--tasks", "fpb,tfns", "--limit", "3", "--out", str(out),
-            "--no-progress", "--shots", "2", *extra]
+            "--no-progress", "--shots", "2", "--tasks-json", str(six_task_registry(out.parent)), *extra]
 
 
 def test_shots_give_the_base_row_examples_and_adapters_none(tmp_path, prompts_seen, fake_engine):

@@ -98,7 +98,7 @@ def test_read_train_uses_the_registrys_train_file(tmp_path):
     fpb = read_train(registry["fpb"])
     assert fpb is not None and fpb.source == "train" and fpb.path == "data/train/fpb_train.jsonl"
     assert len(fpb.rows) == sum(1 for line in Path(registry["fpb"].train).read_text().splitlines() if line.strip())
-    assert read_train(registry["tfns"]) is None  # no train file named
+    assert read_train(replace(registry["fpb"], train=None)) is None  # no train file named
     assert read_train(replace(registry["fpb"], train=tmp_path / "absent.jsonl")) is None  # named but absent
     bad = tmp_path / "bad.jsonl"
     bad.write_text(json.dumps({"context": "c", "target": "t"}) + "\n{broken\n")
