@@ -1,6 +1,7 @@
 """Command line: evaluate adapters (default) or re-score a predictions file (`score`).
 
     python -m eval lora_adapters/<name> --tasks fpb --out eval_results/demo --limit 100
+    python -m eval lora_adapters/ --shots 3        # each adapter on its own tasks (FinLoRA's map), 3-shot base
     python -m eval lora_adapters/ --base-model models/base_model/smollm2-135m-instruct --tasks fpb,ner
     python -m eval --base-model models/base_model/smollm2-135m-instruct --tasks formula   # the base alone
     python -m eval score --task fpb --predictions eval_results/demo/predictions/<row>/fpb.jsonl
@@ -35,13 +36,18 @@ def build_parser() -> argparse.ArgumentParser:
                     "`python -m eval report --help` re-lays a finished run's results.json (FinLoRA's layout).",
     )
     p.add_argument("paths", nargs="*", help="adapter folders, or folders containing them (checkpoint-* skipped)")
-    p.add_argument("--tasks", action="append", help="comma-separated task names (default: every task in the registry)")
+    p.add_argument("--tasks", action="append", help="comma-separated task names, for every row (default: each adapter "
+                   "on its own tasks, FinLoRA's map in eval/adapter_tasks.py; the base alone: every task present)")
     p.add_argument("--out", default="eval_results", help="output folder (default: eval_results)")
     p.add_argument("--limit", type=int, help="first N rows of each task (file order)")
     p.add_argument("--batch-size", type=int, default=8, help="generation batch size (default 8)")
     p.add_argument("--base-model", help="load this base for every adapter (a local folder or a cached hub id)")
     p.add_argument("--base-quant", type=int, choices=QUANT_CHOICES, help="load the base in 4/8-bit (bitsandbytes) or 16-bit")
     p.add_argument("--no-base", action="store_true", help="skip the base row")
+    p.add_argument("--shots", type=int, default=0, metavar="K",
+                   help="K-shot base row (FinLoRA compares with 3-shot): K examples from the task's train file "
+                        "(else held-out test rows) in front of each prompt; adapters stay zero-shot (default 0)")
+    p.add_argument("--shot-seed", type=int, default=0, metavar="N", help="seed of the k-shot examples (default 0)")
     p.add_argument("--prompt-format", choices=sorted(PROMPT_FORMATS),
                    help="prompt for adapters without run.json (default: the task's, else finlora_inst)")
     p.add_argument("--tasks-json", help="another task registry (default: eval/tasks.json)")
@@ -152,6 +158,10 @@ def check_run_args(args) -> None:
         raise UserError("--limit must be a positive integer")
     if args.batch_size < 1:
         raise UserError("--batch-size must be a positive integer")
+    if args.shots < 0:
+        raise UserError(f"--shots {args.shots}: must be 0 or a positive integer")
+    if args.shots and args.no_base:
+        raise UserError("--shots gives the base row examples; with --no-base there is no base row")
     if not args.paths and not args.base_model:
         raise UserError("give adapter folders, or --base-model PATH to evaluate a base model alone")
     if args.bertscore_model:
@@ -173,17 +183,64 @@ def grouped_adapters(args) -> list:
     return group_by_base(adapters, args.base_model) if adapters else [Group(resolve_base(args.base_model), [])]
 
 
+def select_default_tasks(groups, registry: dict, base_alone: bool) -> list:
+    """No --tasks: each adapter gets its family's tasks (eval/adapter_tasks.py), set on adapter.tasks; one
+    stderr note per skipped task (data file absent, or not in the registry). Returns the tasks to load."""
+    from eval.adapter_tasks import select
+
+    adapters = [a for g in groups for a in g.adapters]
+    missing = {n: str(t.data) for n, t in registry.items() if not t.data.is_file()}
+    sel = select([(a.name, a.family, a.error is None) for a in adapters], list(registry), missing, base_alone)
+    if not sel.needed and (base_alone or any(a.error is None for a in adapters)):
+        raise UserError("no task to evaluate: " + "; ".join(sel.skipped.values()) + " (name tasks with --tasks)")
+    for a in adapters:
+        a.tasks = sel.per_adapter[a.name]
+    for why in sel.skipped.values():
+        print(f"note: skipped {why}", file=sys.stderr)
+    return [registry[t] for t in sel.needed]
+
+
+def plan_shots(full: dict, settings) -> dict:
+    """--shots K: every loaded task's examples (eval/shots.py), and the rows each task is then scored on."""
+    from eval.shots import plan_task, read_train
+
+    datas = {}
+    for name, d in full.items():
+        settings.shot_plans[name], datas[name] = plan_task(d, read_train(d.task), settings.shots,
+                                                           settings.shot_seed, settings.limit)
+    return datas
+
+
 def dry_run(groups, datas, settings) -> int:
+    from eval.adapter_tasks import FAMILY_TASKS
     from eval.runner import rows_and_pairs
 
+    if settings.per_adapter_tasks:
+        print("tasks per adapter family (eval/adapter_tasks.py; --tasks overrides):")
+        for fam, tasks in FAMILY_TASKS.items():
+            print(f"  {fam}: {', '.join(tasks)}")
     many = sum(1 for g in groups if g.base.error is None) > 1
     for g in groups:
         print(f"base {g.base.ref} -> {g.base.path or g.base.error}")
         rows, pairs = rows_and_pairs(g, datas, settings, many)
         for r in rows:
-            print(f"  {r.kind:7s} {r.name}" + (f"  ERROR: {r.error}" if r.error else ""))
+            line = f"  {r.kind:7s} {r.name}"
+            if r.error:
+                line += f"  ERROR: {r.error}"
+            elif settings.per_adapter_tasks:
+                line += f"  tasks: {', '.join(r.tasks) or '(none present)'}"
+                if r.adapter is not None and r.adapter.family is not None:
+                    fam = r.adapter.family
+                    line += f"  ({fam.describe()}" + ("; every task present)" if fam.name is None else ")")
+            print(line)
         for p in pairs:
-            print(f"    {p.row} × {p.task}: prompt {p.prompt_format}")
+            print(f"    {p.row} × {p.task}: prompt {p.prompt_format}" + (f", {p.shots.k}-shot" if p.shots else ""))
+    for name, plan in settings.shot_plans.items():
+        f = plan.facts()
+        src = (f"train file {f['path']} ({f['pool_size']} examples)" if f["source"] == "train" else
+               f"test rows {f['held_out_ids']} (no train file; held out of every row's scoring"
+               + (f", with rows {f['duplicate_ids']} that repeat them)" if f["duplicate_ids"] else ")"))
+        print(f"shots {name}: {f['k']} per row from {src}, seed {f['seed']}; scored rows n={len(datas[name].rows)}")
     return 0
 
 
@@ -209,15 +266,23 @@ def run_main(argv: list[str]) -> int:
     if args.list_tasks:
         return list_tasks(registry)
     check_run_args(args)
-    tasks = select_tasks(registry, parse_task_names(args.tasks))
+    names = parse_task_names(args.tasks)
+    tasks = select_tasks(registry, names) if names is not None else None
     # Everything that can be wrong with the input is checked before a model loads or a file is written.
-    datas = {t.name: load_task_data(t).head(args.limit) for t in tasks}
     groups = grouped_adapters(args)
+    if tasks is None:  # each adapter on its own tasks; a mapped task whose data is absent is a note
+        tasks = select_default_tasks(groups, registry, base_alone=not args.paths)
+    full = {t.name: load_task_data(t) for t in tasks}
     settings = Settings(
         out=user_path(args.out, "--out"), limit=args.limit, batch_size=args.batch_size, base_quant=args.base_quant,
         no_base=args.no_base, prompt_format=args.prompt_format, force=args.force,
         bertscore_model=args.bertscore_model, progress=not args.no_progress, argv=["python", "-m", "eval", *argv],
+        shots=args.shots, shot_seed=args.shot_seed, per_adapter_tasks=names is None,
     )
+    if args.shots:
+        datas = plan_shots(full, settings)
+    else:
+        datas = {n: d.head(args.limit) for n, d in full.items()}
     if args.dry_run:
         return dry_run(groups, datas, settings)
     check_writable_dir(settings.out, "--out")  # now, not after hours of generation

@@ -10,6 +10,7 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from eval.adapter_tasks import Family, family_of
 from lora.errors import UserError, one_line
 from lora.files import read_json, stat_kind, user_path
 from lora.fsutil import ADAPTER_WEIGHT_FILES, REPO_ROOT, adapter_weights, repo_relative
@@ -32,6 +33,8 @@ class Adapter:
     config: dict = field(default_factory=dict)
     folder_name: str = ""  # the folder under the argument it was found in; the name when run.json names clash
     base_from_run: bool = False  # base_ref is run.json's: a path in it is portable (repo or adapter folder)
+    family: Family | None = None  # its task family (eval/adapter_tasks.py), decided at discovery
+    tasks: tuple[str, ...] | None = None  # the tasks it is evaluated on; None: every loaded task (--tasks)
 
     @property
     def slug(self) -> str:
@@ -41,7 +44,9 @@ class Adapter:
         """What results.json records about the adapter."""
         return {"path": repo_relative(self.path), "base_model": self.base_ref, "prompt_format": self.prompt_format,
                 "run": self.run, "peft_type": self.config.get("peft_type"), "r": self.config.get("r"),
-                "lora_alpha": self.config.get("lora_alpha"), "target_modules": self.config.get("target_modules")}
+                "lora_alpha": self.config.get("lora_alpha"), "target_modules": self.config.get("target_modules"),
+                "task_family": self.family.name if self.family else None,
+                "task_family_source": self.family.source if self.family else None}
 
 
 def slugify(name: str) -> str:
@@ -185,6 +190,8 @@ def unique_names(adapters: list[Adapter]) -> None:
 
 def discover(paths: list[str | Path]) -> list[Adapter]:
     adapters = [read_adapter(d, root) for d, root in find_adapter_dirs(paths)]
+    for a in adapters:  # before unique_names: the names as written (run.json name, folder)
+        a.family = family_of(a.run, [a.name, a.folder_name, a.path.name])
     unique_names(adapters)
     return adapters
 

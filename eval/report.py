@@ -19,7 +19,8 @@ def build_results(rows, datas: dict[str, TaskData], group_facts: list[dict], set
     tasks = {
         name: {"kind": d.task.kind.name, "headline": d.task.headline, "labels": list(d.labels) if d.labels else None,
                "data": str(d.task.data), "data_sha256": d.sha256, "n": len(d.rows),
-               "max_new_tokens": d.task.max_new_tokens}
+               "max_new_tokens": d.task.max_new_tokens,
+               "shots": settings.shot_plans[name].facts() if settings.shots and name in settings.shot_plans else None}
         for name, d in datas.items()
     }
     by_name = {r.name: r for r in rows}
@@ -41,6 +42,7 @@ def build_results(rows, datas: dict[str, TaskData], group_facts: list[dict], set
         out_rows.append({
             "name": r.name, "kind": r.kind, "base_model": r.group.base.ref, "base_path": r.group.base.path,
             "adapter": r.adapter.facts() if r.adapter is not None else None, "error": r.error, "results": results,
+            "shots": r.shots, "tasks": list(r.tasks),
         })
     return {
         "schema": 1,
@@ -48,7 +50,9 @@ def build_results(rows, datas: dict[str, TaskData], group_facts: list[dict], set
         "command": settings.argv,
         "settings": {"limit": settings.limit, "batch_size": settings.batch_size, "base_quant": settings.base_quant,
                      "no_base": settings.no_base, "prompt_format": settings.prompt_format,
-                     "bertscore_model": settings.bertscore_model},
+                     "bertscore_model": settings.bertscore_model,
+                     "task_selection": "per adapter (FinLoRA map)" if settings.per_adapter_tasks else "--tasks",
+                     "shots": settings.shots, "shot_seed": settings.shot_seed},
         "versions": versions,
         "tasks": tasks,
         "groups": group_facts,
@@ -142,6 +146,9 @@ def to_markdown(results: dict) -> str:
         lines.append(f"| {_escape(r['name'])} | " + " | ".join(cells) + " |")
     if errors:
         lines += ["", "Errors:", *errors]
+    notes = _selection_notes(results)
+    if notes:
+        lines += ["", "Notes:", *notes]
     detail = []
     for r in results["rows"]:
         for t, res in r["results"].items():
@@ -157,6 +164,30 @@ def to_markdown(results: dict) -> str:
     if detail:
         lines += ["", "| model | task | prompt | n | metrics | samples/s |", "|---|---|---|---|---|---|", *detail]
     return "\n".join(lines) + "\n"
+
+
+def _selection_notes(results: dict) -> list[str]:
+    """Which tasks rows were evaluated on (when not every row × every task) and how the base got its shots."""
+    s = results["settings"]
+    notes = []
+    if s.get("task_selection", "--tasks") != "--tasks":
+        notes.append("- Each adapter is evaluated on its own tasks (FinLoRA's map, eval/adapter_tasks.py); "
+                     "the base row on the union of its adapters' tasks; – = not evaluated.")
+        for r in results["rows"]:
+            a = r.get("adapter") or {}
+            if r["kind"] == "adapter" and not r["error"] and a.get("task_family_source") and not a.get("task_family"):
+                notes.append(f"- **{_escape(r['name'])}**: task family unknown ({_escape(a['task_family_source'])}): "
+                             "evaluated on every task present")
+    if s.get("shots"):
+        notes.append(f"- Base rows are {s['shots']}-shot (FinLoRA's few-shot prompt; examples seeded per row, seed "
+                     f"{s['shot_seed']}); adapters are zero-shot.")
+        for t, info in results["tasks"].items():
+            sh = info.get("shots")
+            if sh and sh["source"] == "test":
+                dup = f" (nor on rows {sh['duplicate_ids']}, which repeat them)" if sh.get("duplicate_ids") else ""
+                notes.append(f"- {t}: no train file, so test rows {sh['held_out_ids']} are the examples and no row is "
+                             f"scored on them{dup}")
+    return notes
 
 
 def _n_used(results: dict, task: str) -> int:

@@ -6,8 +6,8 @@ Layout of --out:
     pairs/<row>/<task>.json          one finished row×task (written last, atomically: the resume marker)
     predictions/<row>/<task>.jsonl   id, prompt hash, raw output, parsed answer, correct
     results.json / results.csv / results.md   rebuilt at the end of every run from the pairs above
-A pair whose pairs/ file exists with the same fingerprint (data, prompt, limit, adapter weights, base,
-precision, metric version, adapter_config.json) is not redone (--force redoes it), so a killed run loses at most one pair.
+A pair whose pairs/ file exists with the same fingerprint (data, prompt, limit, k-shot examples, adapter
+weights, base, precision, metric version, adapter_config.json) is not redone (--force redoes it), so a killed run loses at most one pair.
 """
 from __future__ import annotations
 
@@ -21,6 +21,7 @@ from pathlib import Path
 
 from eval import report
 from eval.discovery import ADAPTER_CONFIG, NO_BASE, Adapter, Group, prompt_for, slugify
+from eval.shots import TaskShots
 from eval.tasks import TaskData
 from lora.errors import one_line
 from lora.fsutil import adapter_weights, library_versions, sha256_file, utc_now_iso, write_atomic, write_json_atomic
@@ -34,6 +35,10 @@ QUANT_CHOICES = (4, 8, 16)  # --base-quant; here, not in eval/engine.py, so the 
 class Settings:
     out: Path
     limit: int | None = None
+    shots: int = 0  # --shots: examples in the base row's prompts (adapters stay zero-shot)
+    shot_seed: int = 0
+    shot_plans: dict[str, TaskShots] = field(default_factory=dict)  # task -> its examples (eval/shots.py)
+    per_adapter_tasks: bool = False  # no --tasks: each adapter on its family's tasks (eval/adapter_tasks.py)
     batch_size: int = 8
     base_quant: int | None = None
     no_base: bool = False
@@ -53,6 +58,7 @@ class Pair:
     template: str
     adapter: Adapter | None  # None: the base row
     base_row: str | None = None  # for adapters: the base row it is compared with
+    shots: TaskShots | None = None  # k-shot examples in front of each context (base rows with --shots)
 
 
 @dataclass
@@ -63,21 +69,28 @@ class Row:
     adapter: Adapter | None = None
     error: str | None = None
     results: dict = field(default_factory=dict)  # task -> pair result (or {"error": ...})
+    tasks: tuple[str, ...] = ()  # the tasks it is evaluated on (the others show "–")
+    shots: int = 0
 
 
 def _adapter_pairs(group: Group, datas: dict[str, TaskData], settings: Settings) -> tuple[list[Pair], dict]:
-    """Every adapter × task pair, and task -> {format name: template} the base row needs to match them."""
+    """Every adapter × its task pair, and task -> {format name: template} the base row needs to match them.
+    An adapter's tasks: adapter.tasks (its family's, eval/adapter_tasks.py), or every loaded task when None
+    (--tasks). The base row gets the union of the evaluable adapters' tasks; alone, every loaded task."""
     pairs: list[Pair] = []
     formats: dict[str, dict[str, str]] = {}
     for a in group.adapters:
         for t, d in datas.items():
+            if a.tasks is not None and t not in a.tasks:
+                continue
             name, template = prompt_for(a, d.task.prompt_format, settings.prompt_format)
             if a.error is None:
                 formats.setdefault(t, {})[name] = template
             pairs.append(Pair(a.name, t, name, template, a))
-    for t, d in datas.items():
-        if t not in formats:  # no evaluable adapter: the base alone, with the default prompt
+    if not any(a.error is None for a in group.adapters):  # the base alone, with the default prompt
+        for t, d in datas.items():
             formats[t] = dict([prompt_for(None, d.task.prompt_format, settings.prompt_format)])
+    formats = {t: formats[t] for t in datas if t in formats}  # registry order
     return pairs, formats
 
 
@@ -96,17 +109,22 @@ def rows_and_pairs(group: Group, datas: dict[str, TaskData], settings: Settings,
     all_formats = sorted({f for per in formats.values() for f in per})
     suffix = f" ({Path(group.base.ref).name})" if many_groups else ""
 
+    shots = f" {settings.shots}-shot" if settings.shots else ""
+
     def base_name(fmt: str) -> str:
-        return "base" + (f" [{fmt}]" if len(all_formats) > 1 else "") + suffix
+        return "base" + shots + (f" [{fmt}]" if len(all_formats) > 1 else "") + suffix
 
     rows: list[Row] = []
     pairs: list[Pair] = []
-    base = wants_base(group, settings)
+    base = wants_base(group, settings) and bool(formats)
     if base:
-        rows += [Row(base_name(fmt), "base", group) for fmt in all_formats]
-        pairs += [Pair(base_name(fmt), t, fmt, template, None) for t, per in formats.items()
-                  for fmt, template in per.items()]
-    rows += [Row(a.name, "adapter", group, adapter=a, error=a.error) for a in group.adapters]
+        rows += [Row(base_name(fmt), "base", group, shots=settings.shots,
+                     tasks=tuple(t for t, per in formats.items() if fmt in per)) for fmt in all_formats]
+        pairs += [Pair(base_name(fmt), t, fmt, template, None,
+                       shots=settings.shot_plans.get(t) if settings.shots else None)
+                  for t, per in formats.items() for fmt, template in per.items()]
+    rows += [Row(a.name, "adapter", group, adapter=a, error=a.error,
+                 tasks=tuple(p.task for p in adapter_pairs if p.adapter is a)) for a in group.adapters]
     for p in adapter_pairs:
         p.base_row = base_name(p.prompt_format) if base else None
         pairs.append(p)
@@ -121,6 +139,7 @@ def fingerprint(pair: Pair, data: TaskData, group: Group, settings: Settings, ad
         "task": {"name": t.name, "kind": t.kind.name, "labels": list(data.labels or []),
                  "max_new_tokens": t.max_new_tokens, "data_sha256": data.sha256},
         "limit": settings.limit,
+        **_shots_fingerprint(pair, settings),
         "template": pair.template,
         "base": group.base.path,
         "base_quant": settings.base_quant,
@@ -129,6 +148,18 @@ def fingerprint(pair: Pair, data: TaskData, group: Group, settings: Settings, ad
         "adapter_config_sha256": adapter_digests.get("config"),
         "bertscore_model": settings.bertscore_model if t.kind.free_text else None,
     }
+
+
+def _shots_fingerprint(pair: Pair, settings: Settings) -> dict:
+    """k-shot keys, only when used (so --shots 0 keeps the fingerprints of runs before --shots): the base
+    pair's examples; for every row of a task whose examples are test rows, which rows are held out."""
+    fp = {}
+    if pair.shots is not None:
+        fp["shots"] = pair.shots.fingerprint()
+    plan = settings.shot_plans.get(pair.task) if settings.shots else None
+    if plan is not None and plan.held_out:
+        fp["held_out_ids"] = list(plan.held_out) + list(plan.duplicates)
+    return fp
 
 
 def adapter_digests(adapter: Adapter | None) -> dict:
@@ -190,7 +221,7 @@ def score_outputs(data: TaskData, outputs: list[str], bertscore_model: str | Non
 def evaluate_pair(model, tokenizer, pair: Pair, data: TaskData, settings: Settings, fp: dict) -> dict:
     """Generate, score, write predictions then the pair file (both atomic); return the pair result."""
     task = data.task
-    prompts = [apply(pair.template, r["context"]) for r in data.rows]
+    prompts = [apply(pair.template, pair.shots.context(r) if pair.shots else r["context"]) for r in data.rows]
     outputs, stats = _generate(model, tokenizer, prompts, pair, data, settings)
     metrics, per_row = score_outputs(data, outputs, settings.bertscore_model)
     lines = [

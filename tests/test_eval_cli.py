@@ -22,6 +22,25 @@ REPO = Path(__file__).resolve().parents[1]
 FINLORA_CONFIGS = REPO.parent / "shared" / "data" / "finlora" / "adapter_configs"
 
 
+SIX_TASKS = ("fpb", "tfns", "ner", "formula", "xbrl_term", "financebench")
+
+
+def six_task_registry(tmp_path: Path) -> Path:
+    """The registry as these tests were written against (six tasks, fpb/formula/xbrl_term/financebench with
+    train files, tfns/ner without), so that tasks added to eval/tasks.json later do not change them."""
+    repo = Path(__file__).resolve().parents[1]
+    shipped = json.loads((repo / "eval" / "tasks.json").read_text())
+    reg = {}
+    for name in SIX_TASKS:
+        train = repo / "data" / "train" / f"{name}_train.jsonl"
+        reg[name] = {**{k: v for k, v in shipped[name].items() if k not in ("data", "train")},
+                     "data": str(repo / "data" / "test" / f"{name}_test.jsonl"),
+                     "train": str(train) if train.is_file() and name not in ("tfns", "ner") else None}
+    path = tmp_path / "six_tasks.json"
+    path.write_text(json.dumps(reg))
+    return path
+
+
 def err_line(capsys) -> str:
     """Bad input prints exactly one line on stderr, and it starts with `error: `."""
     err = capsys.readouterr().err.splitlines()
@@ -76,11 +95,16 @@ def _registry(tmp_path: Path, data: str) -> Path:
 
 
 def test_missing_task_data(tmp_path, capsys):
+    # named with --tasks: bad input, as always
     fake_adapter(tmp_path / "a", run=run_record("a"))
     reg = _registry(tmp_path, "missing.jsonl")
-    assert main([str(tmp_path / "a"), "--tasks-json", str(reg)]) == 2
+    assert main([str(tmp_path / "a"), "--tasks-json", str(reg), "--tasks", "mini"]) == 2
     line = err_line(capsys)
     assert "missing.jsonl" in line and "not found" in line
+    # by default the absent task is skipped; with nothing left to evaluate that is one error line
+    assert main([str(tmp_path / "a"), "--tasks-json", str(reg)]) == 2
+    line = err_line(capsys)
+    assert line.startswith("error: no task to evaluate: task mini") and "missing.jsonl is not present" in line
 
 
 def test_malformed_task_line(tmp_path, capsys):
@@ -156,6 +180,100 @@ def test_dry_run_plans_without_writing(tmp_path, capsys):
     assert not out.exists()
 
 
+# ---------------------------------------------------------------- default task selection and --shots (dry run)
+
+
+def _finlora_layout(root: Path) -> Path:
+    fake_adapter(root / "sentiment_smollm2_cpu",
+                 run=run_record("sentiment_smollm2_cpu", entry={"dataset_path": "data/train/fpb_train.jsonl"}))
+    fake_adapter(root / "8bits_r8" / "xbrl_term_llama_3_1_8b_8bits_r8")  # no run.json: the folder name says
+    fake_adapter(root / "8bits_r8" / "finer_llama_3_1_8b_8bits_r8")  # its tasks are not in the registry
+    fake_adapter(root / "mystery", run=run_record("mystery", entry={"dataset_path": "data/train/custom.jsonl"}))
+    return root
+
+
+def test_dry_run_default_selection_shows_map_families_and_skips(tmp_path, capsys):
+    root = _finlora_layout(tmp_path / "lora_adapters")
+    assert main([str(root), "--base-model", BUNDLED_REF, "--dry-run", "--tasks-json", str(six_task_registry(tmp_path))]) == 0
+    captured = capsys.readouterr()
+    out = captured.out
+    assert "  sentiment: fpb, fiqa, tfns, nwgi" in out and "  finer: xbrl_finer, xbrl_fnxl" in out
+    lines = [line.strip() for line in out.splitlines()]
+    assert ("adapter sentiment_smollm2_cpu  tasks: fpb, tfns  "
+            "(family sentiment, from run.json dataset_path fpb_train.jsonl)") in lines
+    assert ("adapter 8bits_r8/xbrl_term_llama_3_1_8b_8bits_r8  tasks: xbrl_term  "
+            "(family xbrl_term, from name xbrl_term_llama_3_1_8b_8bits_r8)") in lines
+    assert ("adapter 8bits_r8/finer_llama_3_1_8b_8bits_r8  tasks: (none present)  "
+            "(family finer, from name finer_llama_3_1_8b_8bits_r8)") in lines
+    assert ("adapter mystery  tasks: fpb, tfns, ner, formula, xbrl_term, financebench  (family unknown: run.json "
+            "dataset_path custom.jsonl; name mystery matches no family; every task present)") in lines
+    pairs = {tuple(line.split(":")[0].split(" × ")) for line in lines if " × " in line}
+    assert ("sentiment_smollm2_cpu", "fpb") in pairs and ("sentiment_smollm2_cpu", "ner") not in pairs
+    assert not any(row.startswith("8bits_r8/finer") for row, _ in pairs)
+    # the base rows take the union of their adapters' tasks (one per prompt format)
+    assert {t for row, t in pairs if row == "base [finlora_inst]"} == {"xbrl_term"}
+    assert {t for row, t in pairs if row == "base [chatml]"} == {"fpb", "tfns", "ner", "formula", "xbrl_term",
+                                                                  "financebench"}
+    notes = captured.err.splitlines()
+    assert sorted(notes) == sorted(f"note: skipped task {t} ({why}) is not in the task registry" for t, why in [
+        ("xbrl_finer", "family finer"), ("xbrl_fnxl", "family finer"),
+        ("fiqa", "family sentiment"), ("nwgi", "family sentiment")])
+
+
+def test_absent_data_file_is_one_note_naming_it_and_tasks_override(tmp_path, capsys):
+    reg = six_task_registry(tmp_path)
+    registry = json.loads(reg.read_text())
+    registry["fiqa"] = {**registry["tfns"], "data": str(tmp_path / "fiqa_test.jsonl")}
+    reg.write_text(json.dumps(registry))
+    fake_adapter(tmp_path / "ad" / "sentiment_a")
+    fake_adapter(tmp_path / "ad" / "sentiment_b")
+    assert main([str(tmp_path / "ad"), "--base-model", BUNDLED_REF, "--tasks-json", str(reg), "--dry-run"]) == 0
+    captured = capsys.readouterr()
+    assert captured.err.splitlines().count(
+        f"note: skipped task fiqa (family sentiment): data file {tmp_path / 'fiqa_test.jsonl'} is not present") == 1
+    assert "sentiment_a × tfns" in captured.out and "sentiment_a × fiqa" not in captured.out
+    # --tasks: every adapter × the named tasks, whatever its family
+    assert main([str(tmp_path / "ad"), "--base-model", BUNDLED_REF, "--tasks-json", str(reg), "--tasks", "ner",
+                 "--dry-run"]) == 0
+    captured = capsys.readouterr()
+    assert {line.strip() for line in captured.out.splitlines() if " × " in line} == {
+        "base × ner: prompt finlora_inst", "sentiment_a × ner: prompt finlora_inst",
+        "sentiment_b × ner: prompt finlora_inst"}
+    assert "tasks per adapter family" not in captured.out and captured.err == ""
+
+
+def test_base_alone_gets_every_present_task_and_shots_are_shown(tmp_path, capsys):
+    reg = six_task_registry(tmp_path)
+    assert main(["--base-model", BUNDLED_REF, "--dry-run", "--shots", "3", "--limit", "4", "--tasks-json", str(reg)]) == 0
+    out = capsys.readouterr().out
+    assert "  base    base 3-shot" in out
+    for t in ("fpb", "tfns", "ner", "formula", "xbrl_term", "financebench"):
+        assert f"base 3-shot × {t}: prompt finlora_inst, 3-shot" in out
+    assert "shots fpb: 3 per row from train file data/train/fpb_train.jsonl (3628 examples), seed 0; " \
+           "scored rows n=4" in out
+    assert out.count(" × ") == len(SIX_TASKS)
+    assert "shots tfns: 3 per row from test rows [" in out and "held out of every row's scoring" in out
+
+
+@pytest.mark.parametrize("argv,needle", [
+    (["--shots", "-1"], "error: --shots -1: must be 0 or a positive integer"),
+    (["--shots", "three"], "error: argument --shots: invalid int value: 'three'"),
+    (["--shots", "2.5"], "error: argument --shots: invalid int value: '2.5'"),
+    (["--shots", "87", "--tasks", "financebench"],
+     "error: --shots 87: task financebench has only 86 examples in its train file data/train/financebench_train.jsonl"),
+    (["--shots", "2388", "--tasks", "tfns"], "error: --shots 2388: task tfns has no train file and 2388 test row(s)"),
+    (["--shots", "1", "--no-base", "{adapter}"], "error: --shots gives the base row examples; with --no-base"),
+])
+def test_bad_shots_exit_2_before_anything(tmp_path, capsys, no_run, argv, needle):
+    adapter = fake_adapter(tmp_path / "a", run=run_record("a"))
+    out = tmp_path / "out"
+    argv = [a.format(adapter=adapter) for a in argv]
+    reg = six_task_registry(tmp_path)
+    assert main(["--base-model", BUNDLED_REF, "--out", str(out), "--tasks-json", str(reg), *argv]) == 2
+    assert err_line(capsys).startswith(needle)
+    assert not out.exists()
+
+
 # ---------------------------------------------------------------- no torch on the light paths
 
 
@@ -163,6 +281,7 @@ LIGHT_PATHS = {
     "help": ["--help"],
     "list-tasks": ["--list-tasks"],
     "dry-run": ["{adapter}", "--base-model", BUNDLED_REF, "--tasks", "fpb,formula", "--dry-run"],
+    "dry-run-default-tasks-shots": ["{adapter}", "--base-model", BUNDLED_REF, "--shots", "3", "--dry-run"],
     "score": ["score", "--task", "fpb", "--predictions", "{preds}"],
     "score-help": ["score", "--help"],
 }

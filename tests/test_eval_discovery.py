@@ -43,6 +43,21 @@ def test_discovery_recursive_skips_checkpoints_and_names_rows(tmp_path):
     assert [a.name for a in discover([tmp_path / "lora_adapters" / "fp16_r8" / "ner_llama"])] == ["ner_llama"]
 
 
+def test_discovery_decides_each_adapters_task_family(tmp_path):
+    fake_adapter(tmp_path / "x" / "demo",
+                 run=run_record("sentiment_smollm2_cpu", entry={"dataset_path": "data/train/fpb_train.jsonl"}))
+    fake_adapter(tmp_path / "x" / "8bits_r8" / "finer_llama_3_1_8b_8bits_r8")  # FinLoRA layout: the folder says
+    fake_adapter(tmp_path / "x" / "odd", run=run_record("odd"))
+    found = {a.name: a for a in discover([tmp_path / "x"])}
+    assert found["sentiment_smollm2_cpu"].family.name == "sentiment"
+    assert found["sentiment_smollm2_cpu"].family.source == "run.json dataset_path fpb_train.jsonl"
+    assert found["8bits_r8/finer_llama_3_1_8b_8bits_r8"].family.name == "finer"
+    assert found["odd"].family.name is None
+    facts = found["sentiment_smollm2_cpu"].facts()
+    assert facts["task_family"] == "sentiment" and facts["task_family_source"].startswith("run.json")
+    assert all(a.tasks is None for a in found.values())  # decided by the CLI, not by discovery
+
+
 def test_discovery_errors_are_rows(tmp_path):
     fake_adapter(tmp_path / "running", run=run_record("running", status="running"))
     fake_adapter(tmp_path / "corrupt", weights=b"garbage")

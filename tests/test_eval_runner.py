@@ -10,6 +10,7 @@ import contextlib
 import hashlib
 import json
 import shutil
+from collections import Counter
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -26,6 +27,25 @@ from lora.run_record import RunRecord
 
 TASKS = "fpb,formula"
 LIMIT = 3
+
+
+SIX_TASKS = ("fpb", "tfns", "ner", "formula", "xbrl_term", "financebench")
+
+
+def six_task_registry(tmp_path: Path) -> Path:
+    """The registry as these tests were written against (six tasks, fpb/formula/xbrl_term/financebench with
+    train files, tfns/ner without), so that tasks added to eval/tasks.json later do not change them."""
+    repo = Path(__file__).resolve().parents[1]
+    shipped = json.loads((repo / "eval" / "tasks.json").read_text())
+    reg = {}
+    for name in SIX_TASKS:
+        train = repo / "data" / "train" / f"{name}_train.jsonl"
+        reg[name] = {**{k: v for k, v in shipped[name].items() if k not in ("data", "train")},
+                     "data": str(repo / "data" / "test" / f"{name}_test.jsonl"),
+                     "train": str(train) if train.is_file() and name not in ("tfns", "ner") else None}
+    path = tmp_path / "six_tasks.json"
+    path.write_text(json.dumps(reg))
+    return path
 
 
 # ---------------------------------------------------------------- planning (pure)
@@ -63,6 +83,26 @@ def test_broken_adapters_add_no_base_row(tmp_path):
         planned = [rows_and_pairs(g, datas, Settings(out=tmp_path), many_groups=False) for g in groups]
         assert [[r.name for r in rows] for rows, _ in planned] == [["bad"]]
         assert [p.row for _, pairs in planned for p in pairs] == ["bad"]
+
+
+def test_adapters_get_their_tasks_and_the_base_the_union(tmp_path):
+    fake_adapter(tmp_path / "s", run=run_record("s", prompt_format="chatml"))
+    fake_adapter(tmp_path / "t", run=run_record("t", prompt_format="chatml"))
+    fake_adapter(tmp_path / "f")  # no run.json: finlora_inst
+    adapters = discover([tmp_path])
+    for a, tasks in zip(adapters, [("formula",), ("fpb",), ("fpb", "formula")], strict=True):
+        a.tasks = tasks
+    registry = load_registry()
+    datas = {t: load_task_data(registry[t]).head(2) for t in ("fpb", "formula", "ner")}
+    rows, pairs = rows_and_pairs(group_by_base(adapters)[0], datas, Settings(out=tmp_path), many_groups=False)
+    assert {r.name: r.tasks for r in rows} == {"base [chatml]": ("fpb", "formula"), "base [finlora_inst]": ("formula",),
+                                               "f": ("formula",), "s": ("fpb",), "t": ("fpb", "formula")}
+    assert not any(p.task == "ner" for p in pairs)  # loaded, but nobody's task
+    # tasks None (--tasks): every loaded task, as before
+    for a in adapters:
+        a.tasks = None
+    rows, _ = rows_and_pairs(group_by_base(adapters)[0], datas, Settings(out=tmp_path), many_groups=False)
+    assert all(r.tasks == ("fpb", "formula", "ner") for r in rows)
 
 
 # ---------------------------------------------------------------- the run, with a stand-in engine (fast)
@@ -175,6 +215,115 @@ def test_damaged_pair_file_is_redone(tmp_path, fake_engine):
     fake_engine.clear()
     assert main(_argv(tmp_path / "ad", out)) == 0
     assert sorted(fake_engine, key=str) == [("a", 2), (None, 2)]
+
+
+# ---------------------------------------------------------------- default task selection and --shots (fake engine)
+
+
+@pytest.fixture
+def prompts_seen(fake_engine, monkeypatch):
+    """fake_engine, plus every prompt generate() got, per (model, max_new_tokens)."""
+    seen: dict[tuple, list[str]] = {}
+    inner = engine.generate
+
+    def generate(model, tokenizer, prompts, max_new_tokens, *args, **kwargs):
+        seen.setdefault((model, max_new_tokens), []).extend(prompts)
+        return inner(model, tokenizer, prompts, max_new_tokens, *args, **kwargs)
+
+    monkeypatch.setattr(engine, "generate", generate)
+    return seen
+
+
+def test_default_run_evaluates_each_adapter_on_its_own_tasks(tmp_path, fake_engine, capsys):
+    root = tmp_path / "ad"
+    fake_adapter(root / "sentiment_smollm2_cpu",
+                 run=run_record("sentiment_smollm2_cpu", entry={"dataset_path": "data/train/fpb_train.jsonl"}))
+    fake_adapter(root / "xbrl_term_llama_3_1_8b_8bits_r8", run=run_record("xbrl_term_llama_3_1_8b_8bits_r8"))
+    out = tmp_path / "out"
+    assert main([str(root), "--base-model", BUNDLED_REF, "--limit", "2", "--out", str(out), "--no-progress",
+                 "--tasks-json", str(six_task_registry(tmp_path))]) == 0
+    assert Counter(fake_engine) == {(None, 2): 3, ("sentiment_smollm2_cpu", 2): 2, ("xbrl_term_llama_3_1_8b_8bits_r8", 2): 1}
+    err = capsys.readouterr().err
+    assert "note: skipped task fiqa (family sentiment) is not in the task registry" in err
+    results = json.loads((out / "results.json").read_text())
+    assert list(results["tasks"]) == ["fpb", "tfns", "xbrl_term"]  # only what some row is evaluated on
+    rows = {r["name"]: r for r in results["rows"]}
+    assert rows["base"]["tasks"] == ["fpb", "tfns", "xbrl_term"]  # the union of its adapters' tasks
+    assert rows["sentiment_smollm2_cpu"]["tasks"] == list(rows["sentiment_smollm2_cpu"]["results"]) == ["fpb", "tfns"]
+    assert rows["xbrl_term_llama_3_1_8b_8bits_r8"]["adapter"]["task_family"] == "xbrl_term"
+    assert results["settings"]["task_selection"] == "per adapter (FinLoRA map)"
+    md = (out / "results.md").read_text()
+    sentiment_line = next(line for line in md.splitlines() if line.startswith("| sentiment_smollm2_cpu |"))
+    assert sentiment_line.rstrip(" |").endswith("–")  # its xbrl_term cell: not evaluated
+    assert "Each adapter is evaluated on its own tasks" in md
+
+
+def test_unknown_family_is_said_in_results(tmp_path, fake_engine):
+    fake_adapter(tmp_path / "ad" / "tiny", run=run_record("tiny"))
+    out = tmp_path / "out"
+    reg = tmp_path / "tasks.json"
+    repo = Path(__file__).resolve().parents[1]
+    reg.write_text(json.dumps({"fpb": {**json.loads((repo / "eval" / "tasks.json").read_text())["fpb"],
+                                       "data": str(repo / "data" / "test" / "fpb_test.jsonl"), "train": None}}))
+    assert main([str(tmp_path / "ad"), "--base-model", BUNDLED_REF, "--tasks-json", str(reg), "--limit", "2",
+                 "--out", str(out), "--no-progress"]) == 0
+    row = json.loads((out / "results.json").read_text())["rows"][1]
+    assert row["tasks"] == ["fpb"] and row["adapter"]["task_family"] is None
+    assert "- **tiny**: task family unknown (no run.json dataset_path; name tiny matches no family): evaluated on " \
+           "every task present" in (out / "results.md").read_text()
+
+
+def _shots_argv(root: Path, out: Path, *extra: str) -> list[str]:
+    return [str(root), "--base-model", BUNDLED_REF, "--tasks", "fpb,tfns", "--limit", "3", "--out", str(out),
+            "--no-progress", "--shots", "2", "--tasks-json", str(six_task_registry(out.parent)), *extra]
+
+
+def test_shots_give_the_base_row_examples_and_adapters_none(tmp_path, prompts_seen, fake_engine):
+    from eval.tasks import load_registry
+
+    fake_adapter(tmp_path / "ad" / "a", run=run_record("a"))
+    out = tmp_path / "out"
+    assert main(_shots_argv(tmp_path / "ad", out)) == 0
+    results = json.loads((out / "results.json").read_text())
+    rows = {r["name"]: r for r in results["rows"]}
+    assert list(rows) == ["base 2-shot", "a"] and rows["base 2-shot"]["shots"] == 2 and rows["a"]["shots"] == 0
+    assert rows["a"]["results"]["fpb"]["base_row"] == "base 2-shot"
+    assert results["settings"]["shots"] == 2 and results["settings"]["shot_seed"] == 0
+    assert results["tasks"]["fpb"]["shots"]["source"] == "train"
+    held_out = results["tasks"]["tfns"]["shots"]["held_out_ids"]
+    assert results["tasks"]["tfns"]["shots"]["source"] == "test" and len(held_out) == 2
+    base_fpb = prompts_seen[(None, 16)][:3]  # fpb first, then tfns (both 16 new tokens)
+    fpb_rows = load_task_data(load_registry()["fpb"]).rows
+    for prompt, row in zip(base_fpb, fpb_rows, strict=False):
+        assert prompt.startswith("<|im_start|>user\nExample 1:\nInput: ") and "\n\nExample 2:\nInput: " in prompt
+        assert f"Input: {row['context']}\nAnswer:" in prompt and "Example 3:" not in prompt
+    assert all("Example 1:" not in p for p in prompts_seen[("a", 16)])  # adapters: zero-shot, as trained
+    # every row of tfns scores the same rows: the held-out examples are nobody's test rows
+    ids = {name: [json.loads(x)["id"] for x in (out / r["results"]["tfns"]["predictions"]).read_text().splitlines()]
+           for name, r in rows.items()}
+    assert ids["a"] == ids["base 2-shot"] and len(ids["a"]) == 3 and not set(ids["a"]) & set(held_out)
+    fp = rows["base 2-shot"]["results"]["fpb"]["fingerprint"]
+    assert fp["shots"]["k"] == 2 and len(fp["shots"]["examples_sha256"]) == 64
+    assert rows["a"]["results"]["tfns"]["fingerprint"]["held_out_ids"] == held_out
+    assert "shots" not in rows["a"]["results"]["fpb"]["fingerprint"]
+    assert "Base rows are 2-shot" in (out / "results.md").read_text()
+
+
+def test_changed_seed_or_k_redoes_what_depends_on_it(tmp_path, fake_engine):
+    fake_adapter(tmp_path / "ad" / "a", run=run_record("a"))
+    out = tmp_path / "out"
+    assert main(_shots_argv(tmp_path / "ad", out)) == 0
+    fake_engine.clear()
+    assert main(_shots_argv(tmp_path / "ad", out)) == 0
+    assert fake_engine == []
+    assert main(_shots_argv(tmp_path / "ad", out, "--shot-seed", "1")) == 0
+    # the base's examples changed (both tasks); tfns's held-out rows changed, so the adapter's tfns too
+    assert Counter(fake_engine) == {("a", 3): 1, (None, 3): 2}
+    fake_engine.clear()
+    assert main([*_shots_argv(tmp_path / "ad", out), "--shots", "0"]) == 0  # back to zero-shot: a plain "base"
+    rows = json.loads((out / "results.json").read_text())["rows"]
+    assert [r["name"] for r in rows] == ["base", "a"] and rows[0]["shots"] == 0
+    assert not {"shots", "held_out_ids"} & set(rows[1]["results"]["tfns"]["fingerprint"])
 
 
 # ---------------------------------------------------------------- end to end (slow)
