@@ -24,6 +24,7 @@ from lora.errors import OneLineParser, UserError
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from eval.finlora_scoring import scoring_mode
     from eval.runner import QUANT_CHOICES
     from lora.prompts import PROMPT_FORMATS
 
@@ -45,6 +46,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--tasks-json", help="another task registry (default: eval/tasks.json)")
     p.add_argument("--force", action="store_true", help="redo pairs already finished in --out")
     p.add_argument("--bertscore-model", help="local encoder folder: adds BERTScore F1 to text tasks (never downloads)")
+    p.add_argument("--scoring", type=scoring_mode, default="standard",
+                   help="standard (default) or finlora: FinLoRA's harness rules (raw prompt, its budgets and "
+                        "scorers; docs/eval.md)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.add_argument("--dry-run", action="store_true", help="print the plan (groups, rows, prompts) and exit")
     p.add_argument("--list-tasks", action="store_true", help="print the task registry and exit")
@@ -92,15 +96,30 @@ def score_main(argv: list[str]) -> int:
         problem = kind.target_problem(kind.normalize_target(t), labels)
         if problem:
             raise UserError(f"{args.predictions}:{i}: target {t!r} {problem}")
+    if kind.needs_encoder or kind.extract is not None:
+        raise UserError(f"task {task.name}: kind {kind.name} needs the prompts (or an encoder); `score` re-scores "
+                        "with standard kinds only")
     metrics, _ = kind.score(outputs, targets, labels)
     print(json.dumps({"task": task.name, "kind": kind.name, "headline": task.headline, **metrics}, indent=2))
     return 0
 
 
 def list_tasks(registry) -> int:
+    """One line per task; a task whose test file is absent says MISSING with the path to put it at."""
+    from eval.tasks import has_data
+    from lora.fsutil import repo_relative
+
+    width = max(len(n) for n in registry)
+    missing = 0
     for t in registry.values():
         labels = f" labels={','.join(t.labels)}" if t.labels else ""
-        print(f"{t.name:14s} {t.kind.name:14s} headline={t.headline} max_new_tokens={t.max_new_tokens}{labels}  {t.data}")
+        finlora = f" finlora={t.finlora.kind.name}/{t.finlora.max_new_tokens}" if t.finlora else " finlora=-"
+        status = "" if has_data(t) else "MISSING "
+        missing += bool(status)
+        print(f"{t.name:{width}s} {t.kind.name:14s} headline={t.headline} max_new_tokens={t.max_new_tokens}"
+              f"{finlora}{labels}  {status}{repo_relative(t.data)}")
+    print(f"{len(registry)} tasks, {missing} with MISSING test files (copy FinLoRA's data/test/<file> to the path "
+          "shown; without --tasks only the tasks whose file is here run)")
     return 0
 
 
@@ -158,7 +177,7 @@ def write_results(results: dict, out: Path) -> None:
 
 def run_main(argv: list[str]) -> int:
     from eval.runner import Settings, run
-    from eval.tasks import load_registry, load_task_data, parse_task_names, select_tasks
+    from eval.tasks import for_scoring, load_registry, load_task_data, parse_task_names, runnable_tasks
     from lora.files import check_writable_dir, user_path
 
     args = build_parser().parse_args(argv)
@@ -166,21 +185,28 @@ def run_main(argv: list[str]) -> int:
     if args.list_tasks:
         return list_tasks(registry)
     check_run_args(args)
-    tasks = select_tasks(registry, parse_task_names(args.tasks))
+    tasks, skipped = runnable_tasks(registry, parse_task_names(args.tasks))
+    tasks = [for_scoring(t, args.scoring, args.bertscore_model) for t in tasks]
     # Everything that can be wrong with the input is checked before a model loads or a file is written.
     datas = {t.name: load_task_data(t).head(args.limit) for t in tasks}
     groups = grouped_adapters(args)
     settings = Settings(
         out=user_path(args.out, "--out"), limit=args.limit, batch_size=args.batch_size, base_quant=args.base_quant,
         no_base=args.no_base, prompt_format=args.prompt_format, force=args.force,
-        bertscore_model=args.bertscore_model, progress=not args.no_progress, argv=["python", "-m", "eval", *argv],
+        bertscore_model=args.bertscore_model, scoring=args.scoring, progress=not args.no_progress,
+        argv=["python", "-m", "eval", *argv],
     )
+    if not args.dry_run:
+        check_writable_dir(settings.out, "--out")  # now, not after hours of generation
+    if skipped:  # said once the input is known good: bad input stays one line
+        print(f"skipping {len(skipped)} task(s) whose test file is missing: {', '.join(t.name for t in skipped)} "
+              "(python -m eval --list-tasks)", file=sys.stderr)
     if args.dry_run:
         return dry_run(groups, datas, settings)
-    check_writable_dir(settings.out, "--out")  # now, not after hours of generation
     os.environ.setdefault("HF_HUB_OFFLINE", "1")  # belt and braces: every load is local_files_only anyway
     quiet_library_noise(keep_bitsandbytes=args.base_quant in (4, 8))
     results, errors = run(groups, datas, settings)
+    results["settings"]["scoring"] = settings.scoring  # report.build_results knows no scoring mode yet
     write_results(results, settings.out)
     return 1 if errors else 0
 
