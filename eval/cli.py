@@ -128,6 +128,9 @@ def check_run_args(args) -> None:
         raise UserError("--limit must be a positive integer")
     if args.batch_size < 1:
         raise UserError("--batch-size must be a positive integer")
+    if args.scoring == "finlora" and args.prompt_format:
+        raise UserError("--prompt-format does nothing under --scoring finlora: FinLoRA's harness feeds every model the "
+                        "raw context; drop one of the two")
     if not args.paths and not args.base_model:
         raise UserError("give adapter folders, or --base-model PATH to evaluate a base model alone")
     if args.bertscore_model:

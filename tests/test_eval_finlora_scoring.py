@@ -233,6 +233,12 @@ def test_unknown_scoring_value_suggests(capsys):
     assert "--scoring" in line and "did you mean 'finlora'" in line
 
 
+def test_prompt_format_is_refused_under_finlora(tmp_path, capsys, fake_engine):
+    assert main(["--base-model", BUNDLED_REF, "--tasks", "fpb", "--scoring", "finlora", "--prompt-format", "chatml",
+                 "--out", str(tmp_path / "o")]) == 2
+    assert "--prompt-format does nothing under --scoring finlora" in err_line(capsys) and not fake_engine
+
+
 def test_missing_test_file(tmp_path, capsys, fake_engine):
     reg = tmp_path / "tasks.json"
     reg.write_text(json.dumps({
