@@ -1,17 +1,26 @@
-"""BERTScore F1 with a local encoder folder only (never a hub download).
+"""BERTScore with a local encoder folder only (never a hub download).
 
-    python -m eval lora_adapters/ --tasks xbrl_term --bertscore-model /path/to/roberta-large
+    python -m eval lora_adapters/ --tasks xbrl_term --bertscore-model /path/to/finbert
 
 The core of BERTScore (Zhang et al. 2020): contextual token embeddings of candidate and reference,
 cosine similarity, greedy matching; P = mean over candidate tokens of the best match, R = mean over
 reference tokens, F1 = 2PR/(P+R). Simplifications, stated so numbers are not compared with the
 bert-score package's blindly: last hidden layer (bert-score picks a per-model layer), no idf weighting,
 no baseline rescaling. Special tokens are excluded. An empty candidate or reference scores 0.
+FinLoRA uses the bert-score package with ProsusAI/finbert; give a local copy of that folder to match
+its encoder.
 """
 from __future__ import annotations
 
 
 def bertscore(candidates: list[str], references: list[str], model_path: str, batch_size: int = 16) -> list[float]:
+    """F1 per pair."""
+    return [f for _, _, f in bertscore_prf(candidates, references, model_path, batch_size)]
+
+
+def bertscore_prf(candidates: list[str], references: list[str], model_path: str,
+                  batch_size: int = 16) -> list[tuple[float, float, float]]:
+    """(precision, recall, F1) per pair."""
     import torch
     from transformers import AutoModel, AutoTokenizer
 
@@ -34,12 +43,12 @@ def bertscore(candidates: list[str], references: list[str], model_path: str, bat
                 out.append(torch.nn.functional.normalize(h[k], dim=-1))
         return out
 
-    scores = []
+    scores: list[tuple[float, float, float]] = []
     for c, r in zip(embed([c.strip() for c in candidates]), embed([r.strip() for r in references]), strict=True):
         if len(c) == 0 or len(r) == 0:
-            scores.append(0.0)
+            scores.append((0.0, 0.0, 0.0))
             continue
         sim = c @ r.T
         p, rec = sim.max(dim=1).values.mean().item(), sim.max(dim=0).values.mean().item()
-        scores.append(0.0 if p + rec <= 0 else 2 * p * rec / (p + rec))
+        scores.append((p, rec, 0.0 if p + rec <= 0 else 2 * p * rec / (p + rec)))
     return scores

@@ -26,6 +26,7 @@ from lora.errors import OneLineParser, UserError
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from eval.finlora_scoring import scoring_mode
     from eval.runner import QUANT_CHOICES
     from lora.prompts import PROMPT_FORMATS
 
@@ -53,6 +54,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--tasks-json", help="another task registry (default: eval/tasks.json)")
     p.add_argument("--force", action="store_true", help="redo pairs already finished in --out")
     p.add_argument("--bertscore-model", help="local encoder folder: adds BERTScore F1 to text tasks (never downloads)")
+    p.add_argument("--scoring", type=scoring_mode, default="standard",
+                   help="standard (default) or finlora: FinLoRA's harness rules (raw prompt, its budgets and "
+                        "scorers; docs/eval.md)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.add_argument("--dry-run", action="store_true", help="print the plan (groups, rows, prompts) and exit")
     p.add_argument("--list-tasks", action="store_true", help="print the task registry and exit")
@@ -141,15 +145,30 @@ def score_main(argv: list[str]) -> int:
         problem = kind.target_problem(kind.normalize_target(t), labels)
         if problem:
             raise UserError(f"{args.predictions}:{i}: target {t!r} {problem}")
+    if kind.needs_encoder or kind.extract is not None:
+        raise UserError(f"task {task.name}: kind {kind.name} needs the prompts (or an encoder); `score` re-scores "
+                        "with standard kinds only")
     metrics, _ = kind.score(outputs, targets, labels)
     print(json.dumps({"task": task.name, "kind": kind.name, "headline": task.headline, **metrics}, indent=2))
     return 0
 
 
 def list_tasks(registry) -> int:
+    """One line per task; a task whose test file is absent says MISSING with the path to put it at."""
+    from eval.tasks import has_data
+    from lora.fsutil import repo_relative
+
+    width = max(len(n) for n in registry)
+    missing = 0
     for t in registry.values():
         labels = f" labels={','.join(t.labels)}" if t.labels else ""
-        print(f"{t.name:14s} {t.kind.name:14s} headline={t.headline} max_new_tokens={t.max_new_tokens}{labels}  {t.data}")
+        finlora = f" finlora={t.finlora.kind.name}/{t.finlora.max_new_tokens}" if t.finlora else " finlora=-"
+        status = "" if has_data(t) else "MISSING "
+        missing += bool(status)
+        print(f"{t.name:{width}s} {t.kind.name:14s} headline={t.headline} max_new_tokens={t.max_new_tokens}"
+              f"{finlora}{labels}  {status}{repo_relative(t.data)}")
+    print(f"{len(registry)} tasks, {missing} with MISSING test files (copy FinLoRA's data/test/<file> to the path "
+          "shown; without --tasks only the tasks whose file is here run)")
     return 0
 
 
@@ -162,6 +181,9 @@ def check_run_args(args) -> None:
         raise UserError(f"--shots {args.shots}: must be 0 or a positive integer")
     if args.shots and args.no_base:
         raise UserError("--shots gives the base row examples; with --no-base there is no base row")
+    if args.scoring == "finlora" and args.prompt_format:
+        raise UserError("--prompt-format does nothing under --scoring finlora: FinLoRA's harness feeds every model the "
+                        "raw context; drop one of the two")
     if not args.paths and not args.base_model:
         raise UserError("give adapter folders, or --base-model PATH to evaluate a base model alone")
     if args.bertscore_model:
@@ -198,6 +220,27 @@ def select_default_tasks(groups, registry: dict, base_alone: bool) -> list:
     for why in sel.skipped.values():
         print(f"note: skipped {why}", file=sys.stderr)
     return [registry[t] for t in sel.needed]
+
+
+def scored_tasks(tasks: list, scoring: str, encoder: str | None, named: bool) -> list:
+    """Each task as the scoring mode evaluates it (eval/tasks.for_scoring). A task the mode cannot score is
+    exit 2 when named with --tasks, a note when it was only picked by default (every adapter's own tasks)."""
+    from eval.tasks import for_scoring
+
+    out, skipped = [], []
+    for t in tasks:
+        try:
+            out.append(for_scoring(t, scoring, encoder))
+        except UserError as exc:
+            if named:
+                raise
+            skipped.append(str(exc))
+    if not out:  # nothing left: the reason is the error (the first one; each names its task)
+        more = f" (and {len(skipped) - 1} more tasks)" if len(skipped) > 1 else ""
+        raise UserError(f"{skipped[0]}{more}")
+    for why in skipped:
+        print(f"note: skipped {why}", file=sys.stderr)
+    return out
 
 
 def plan_shots(full: dict, settings) -> dict:
@@ -258,7 +301,7 @@ def write_results(results: dict, out: Path) -> None:
 
 def run_main(argv: list[str]) -> int:
     from eval.runner import Settings, run
-    from eval.tasks import load_registry, load_task_data, parse_task_names, select_tasks
+    from eval.tasks import load_registry, load_task_data, parse_task_names, runnable_tasks
     from lora.files import check_writable_dir, user_path
 
     args = build_parser().parse_args(argv)
@@ -267,16 +310,18 @@ def run_main(argv: list[str]) -> int:
         return list_tasks(registry)
     check_run_args(args)
     names = parse_task_names(args.tasks)
-    tasks = select_tasks(registry, names) if names is not None else None
+    tasks = runnable_tasks(registry, names)[0] if names is not None else None  # a named missing file: exit 2
     # Everything that can be wrong with the input is checked before a model loads or a file is written.
     groups = grouped_adapters(args)
     if tasks is None:  # each adapter on its own tasks; a mapped task whose data is absent is a note
         tasks = select_default_tasks(groups, registry, base_alone=not args.paths)
+    tasks = scored_tasks(tasks, args.scoring, args.bertscore_model, named=names is not None)
     full = {t.name: load_task_data(t) for t in tasks}
     settings = Settings(
         out=user_path(args.out, "--out"), limit=args.limit, batch_size=args.batch_size, base_quant=args.base_quant,
         no_base=args.no_base, prompt_format=args.prompt_format, force=args.force,
-        bertscore_model=args.bertscore_model, progress=not args.no_progress, argv=["python", "-m", "eval", *argv],
+        bertscore_model=args.bertscore_model, scoring=args.scoring, progress=not args.no_progress,
+        argv=["python", "-m", "eval", *argv],
         shots=args.shots, shot_seed=args.shot_seed, per_adapter_tasks=names is None,
     )
     if args.shots:

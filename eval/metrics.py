@@ -10,6 +10,11 @@ Rules (docs/eval.md repeats them for users):
   labels); no label -> unparsed, counted wrong. Accuracy, weighted F1 and macro F1 come from scikit-learn.
 - numeric: the first number in the answer ($, thousands commas, %, leading sign handled) is correct when
   it equals the target within an absolute 0.01 (compared as Decimals, so 0.01 is exact, not 0.0100000001).
+- entities (FiNER, FNXL): the answer's first line and the target are split on ',' into entities (FinLoRA's
+  process_batched: pieces stripped, the answer truncated or padded with "" to the target's count); each
+  entity is then read as a classification answer over the entity labels. Metrics over all entities.
+- exact (formula construction): the answer's first line equals the target once whitespace is removed and
+  case is folded.
 - text: ROUGE-1/2/L F-measure from rouge-score (stemming on), averaged over rows.
 Every headline metric gets a bootstrap 95% interval (percentile, 1000 resamples, fixed seed).
 """
@@ -90,6 +95,37 @@ def _target_number(text: str) -> Decimal:
     if value is None:
         raise ValueError(f"numeric target is not a number: {text!r}")
     return value
+
+
+def split_entities(text: str) -> list[str]:
+    """FinLoRA's per-entity split (test/test_dataset.py process_batched): on ',', each piece stripped and its newlines removed."""
+    return [x.strip().replace("\n", "") for x in text.split(",")]
+
+
+def process_batched(answers: list[str], targets: list[str]) -> tuple[list[str], list[str], list[int]]:
+    """FinLoRA's process_batched: split answer and target into entities; the answer is truncated or padded
+    with "" to the target's count. Returns the flattened answers, the flattened targets and, per row, how
+    many entities it contributed (to fold per-entity results back into rows)."""
+    flat_answers, flat_targets, counts = [], [], []
+    for answer, target in zip(answers, targets, strict=True):
+        want = split_entities(target)
+        got = split_entities(answer)
+        got = got[:len(want)] + [""] * (len(want) - len(got))
+        flat_answers += got
+        flat_targets += want
+        counts.append(len(want))
+    return flat_answers, flat_targets, counts
+
+
+def fold_rows(per_entity: list[dict], counts: list[int]) -> list[dict]:
+    """Per-entity {parsed, correct} -> one detail per row: the parsed list and the fraction right."""
+    rows, i = [], 0
+    for c in counts:
+        chunk = per_entity[i:i + c]
+        i += c
+        rows.append({"parsed": [d["parsed"] for d in chunk],
+                     "correct": sum(d["correct"] for d in chunk) / c if c else 0.0})
+    return rows
 
 
 # ---------------------------------------------------------------- metrics
@@ -249,4 +285,46 @@ def score_text(outputs: list[str], targets: list[str], labels: list[str] | None 
             metrics[k] = float(np.mean([r[k] for r in per]))
         if with_intervals:
             metrics["ci"] = {k: bootstrap_mean([r[k] for r in per]) for k in ROUGE_TYPES}
+    return metrics, rows
+
+
+def score_entities(outputs: list[str], targets: list[str], labels: list[str] | None,
+                   with_intervals: bool = True) -> tuple[dict, list[dict]]:
+    """Per comma-separated entity, as FinLoRA scores FiNER/FNXL, with the classification rule per entity.
+    A blank piece (padding, or ",,") is the blank label when the targets have one, else unparsed.
+    Intervals resample entities, not rows (an approximation: entities of one row are not independent)."""
+    if not labels:
+        raise ValueError("entity scoring needs a label set")
+    flat_out, flat_true, counts = process_batched([first_answer_line(o) for o in outputs],
+                                                  [t.strip().lower() for t in targets])
+    named = [label for label in labels if label.strip()]
+    blank = "" if "" in labels else None
+    y_pred = [parse_label(piece, named) if piece.strip() else blank for piece in flat_out]
+    per_entity = [{"parsed": p, "correct": p == t} for p, t in zip(y_pred, flat_true, strict=True)]
+    metrics: dict = {"n": len(outputs), "entities": len(flat_true)}
+    if outputs:
+        metrics.update(classification_metrics(flat_true, y_pred, labels))
+        if with_intervals:
+            metrics["ci"] = bootstrap_classification(flat_true, y_pred, labels)
+    return metrics, fold_rows(per_entity, counts)
+
+
+def exact_key(text: str) -> str:
+    """What exact matching compares: no whitespace, case folded ("A / B" == "a/b")."""
+    return "".join(text.split()).casefold()
+
+
+def score_exact(outputs: list[str], targets: list[str], labels: list[str] | None = None,
+                with_intervals: bool = True) -> tuple[dict, list[dict]]:
+    metrics: dict = {"n": len(outputs)}
+    rows = []
+    for o, t in zip(outputs, targets, strict=True):
+        answer = first_answer_line(o).strip()
+        rows.append({"parsed": answer or None, "correct": exact_key(answer) == exact_key(t)})
+    if outputs:
+        correct = [float(r["correct"]) for r in rows]
+        metrics["accuracy"] = float(np.mean(correct))
+        metrics["unparsed"] = sum(r["parsed"] is None for r in rows)
+        if with_intervals:
+            metrics["ci"] = {"accuracy": bootstrap_mean(correct)}
     return metrics, rows

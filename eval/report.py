@@ -50,7 +50,7 @@ def build_results(rows, datas: dict[str, TaskData], group_facts: list[dict], set
         "command": settings.argv,
         "settings": {"limit": settings.limit, "batch_size": settings.batch_size, "base_quant": settings.base_quant,
                      "no_base": settings.no_base, "prompt_format": settings.prompt_format,
-                     "bertscore_model": settings.bertscore_model,
+                     "bertscore_model": settings.bertscore_model, "scoring": settings.scoring,
                      "task_selection": "per adapter (FinLoRA map)" if settings.per_adapter_tasks else "--tasks",
                      "shots": settings.shots, "shot_seed": settings.shot_seed},
         "versions": versions,
@@ -130,6 +130,7 @@ def to_markdown(results: dict) -> str:
                  "Δ = difference from the base row with the same prompt.")
     lines.append(f"limit: {s['limit'] or 'all'} rows per task; base precision: "
                  f"{s['base_quant'] or 'full'}; batch size {s['batch_size']}.")
+    lines.append(_scoring_line(s))
     lines.append("")
     lines.append("| model | " + " | ".join(f"{t} ({i['headline']}, n={_n_used(results, t)})" for t, i in tasks.items()) + " |")
     lines.append("|---|" + "---|" * len(tasks))
@@ -164,6 +165,18 @@ def to_markdown(results: dict) -> str:
     if detail:
         lines += ["", "| model | task | prompt | n | metrics | samples/s |", "|---|---|---|---|---|---|", *detail]
     return "\n".join(lines) + "\n"
+
+
+def _scoring_line(settings: dict) -> str:
+    """Which rules made the numbers, and which encoder a BERTScore came from (FinLoRA's is ProsusAI/finbert)."""
+    scoring = settings.get("scoring", "standard")
+    rules = ("FinLoRA's harness rules (raw prompt, text after the last \"Answer:\", earliest target as a substring, "
+             "f1_finlora = its weighted F1 over raw outputs)" if scoring == "finlora" else
+             "standard rules (docs/eval.md, Metrics)")
+    encoder = settings.get("bertscore_model")
+    free_text = (f"BERTScore F1 from the local encoder {encoder}" if encoder else
+                 "ROUGE (no --bertscore-model given, so no BERTScore)")
+    return f"Scoring: {scoring} — {rules}; free-text tasks: {free_text}."
 
 
 def _selection_notes(results: dict) -> list[str]:

@@ -25,9 +25,11 @@ from eval.shots import TaskShots
 from eval.tasks import TaskData
 from lora.errors import one_line
 from lora.fsutil import adapter_weights, library_versions, sha256_file, utc_now_iso, write_atomic, write_json_atomic
-from lora.prompts import apply
+from lora.prompts import PROMPT_FORMATS, apply
 
-EVAL_VERSION = 1  # bump when generation or metric rules change: finished pairs are then redone
+# bump when generation or metric rules change: finished pairs are then redone.
+# 2: FinLoRA's answer budgets (fpb 10, ...), entity/exact kinds, --scoring finlora.
+EVAL_VERSION = 2
 QUANT_CHOICES = (4, 8, 16)  # --base-quant; here, not in eval/engine.py, so the parser imports no torch
 
 
@@ -45,6 +47,7 @@ class Settings:
     prompt_format: str | None = None
     force: bool = False
     bertscore_model: str | None = None
+    scoring: str = "standard"  # "finlora": FinLoRA's harness rules (raw prompt, its answer budgets and scorers)
     progress: bool = True
     argv: list[str] = field(default_factory=list)
 
@@ -73,6 +76,14 @@ class Row:
     shots: int = 0
 
 
+def _prompt_for(adapter: Adapter | None, task_format: str | None, settings: Settings) -> tuple[str, str]:
+    """FinLoRA's harness feeds every model, adapters included, the raw context; standard scoring uses the
+    prompt the adapter was trained with (discovery.prompt_for)."""
+    if settings.scoring == "finlora":
+        return "raw", PROMPT_FORMATS["raw"]
+    return prompt_for(adapter, task_format, settings.prompt_format)
+
+
 def _adapter_pairs(group: Group, datas: dict[str, TaskData], settings: Settings) -> tuple[list[Pair], dict]:
     """Every adapter × its task pair, and task -> {format name: template} the base row needs to match them.
     An adapter's tasks: adapter.tasks (its family's, eval/adapter_tasks.py), or every loaded task when None
@@ -83,13 +94,13 @@ def _adapter_pairs(group: Group, datas: dict[str, TaskData], settings: Settings)
         for t, d in datas.items():
             if a.tasks is not None and t not in a.tasks:
                 continue
-            name, template = prompt_for(a, d.task.prompt_format, settings.prompt_format)
+            name, template = _prompt_for(a, d.task.prompt_format, settings)
             if a.error is None:
                 formats.setdefault(t, {})[name] = template
             pairs.append(Pair(a.name, t, name, template, a))
     if not any(a.error is None for a in group.adapters):  # the base alone, with the default prompt
         for t, d in datas.items():
-            formats[t] = dict([prompt_for(None, d.task.prompt_format, settings.prompt_format)])
+            formats[t] = dict([_prompt_for(None, d.task.prompt_format, settings)])
     formats = {t: formats[t] for t in datas if t in formats}  # registry order
     return pairs, formats
 
@@ -136,6 +147,7 @@ def fingerprint(pair: Pair, data: TaskData, group: Group, settings: Settings, ad
     t = data.task
     return {
         "eval_version": EVAL_VERSION,
+        "scoring": settings.scoring,  # a finished standard pair is not a finished finlora pair
         "task": {"name": t.name, "kind": t.kind.name, "labels": list(data.labels or []),
                  "max_new_tokens": t.max_new_tokens, "data_sha256": data.sha256},
         "limit": settings.limit,
@@ -146,7 +158,7 @@ def fingerprint(pair: Pair, data: TaskData, group: Group, settings: Settings, ad
         # lora_alpha, r, target_modules live in adapter_config.json: the same weights scale differently
         "adapter_weights_sha256": adapter_digests.get("weights"),
         "adapter_config_sha256": adapter_digests.get("config"),
-        "bertscore_model": settings.bertscore_model if t.kind.free_text else None,
+        "bertscore_model": settings.bertscore_model if t.kind.free_text or t.kind.needs_encoder else None,
     }
 
 
@@ -203,9 +215,21 @@ def _generate(model, tokenizer, prompts: list[str], pair: Pair, data: TaskData, 
         bar.close()
 
 
-def score_outputs(data: TaskData, outputs: list[str], bertscore_model: str | None) -> tuple[dict, list[dict]]:
+def score_outputs(data: TaskData, outputs: list[str], bertscore_model: str | None,
+                  prompts: list[str] | None = None) -> tuple[dict, list[dict]]:
+    """Metrics and per-row details. The kind says which part of prompt + generation is the answer (FinLoRA:
+    the text after the last "Answer:"); prompts default to the raw contexts."""
+    kind = data.task.kind
     targets = [r["target"] for r in data.rows]
-    metrics, per_row = data.task.kind.score(outputs, targets, data.labels)
+    if kind.extract is not None:
+        prompts = prompts if prompts is not None else [r["context"] for r in data.rows]
+        answers = [kind.answer(p, o) for p, o in zip(prompts, outputs, strict=True)]
+    else:
+        answers = outputs
+    metrics, per_row = kind.score(answers, targets, data.labels, encoder=bertscore_model)
+    if kind.extract is not None:
+        for r, a in zip(per_row, answers, strict=True):
+            r["answer"] = a
     if data.task.kind.free_text and bertscore_model:
         from eval.bertscore import bertscore
         from eval.metrics import bootstrap_mean
@@ -223,7 +247,7 @@ def evaluate_pair(model, tokenizer, pair: Pair, data: TaskData, settings: Settin
     task = data.task
     prompts = [apply(pair.template, pair.shots.context(r) if pair.shots else r["context"]) for r in data.rows]
     outputs, stats = _generate(model, tokenizer, prompts, pair, data, settings)
-    metrics, per_row = score_outputs(data, outputs, settings.bertscore_model)
+    metrics, per_row = score_outputs(data, outputs, settings.bertscore_model, prompts)
     lines = [
         json.dumps({"id": r["id"], "prompt_sha256": hashlib.sha256(prompt.encode("utf-8")).hexdigest(),
                     "output": out, "target": r["target"], **detail}, ensure_ascii=False)
@@ -233,7 +257,7 @@ def evaluate_pair(model, tokenizer, pair: Pair, data: TaskData, settings: Settin
     write_atomic(pred_file, "\n".join(lines) + "\n")
     result = {
         "row": pair.row, "task": task.name, "prompt_format": pair.prompt_format, "base_row": pair.base_row,
-        "metrics": metrics,
+        "scoring": settings.scoring, "metrics": metrics,
         "timing": {"seconds": round(stats.seconds, 3), "samples_per_second": round(len(prompts) / stats.seconds, 3)
                    if stats.seconds > 0 else None, "new_tokens": stats.new_tokens},
         "truncated_prompts": stats.truncated_prompts,

@@ -10,21 +10,30 @@ from __future__ import annotations
 
 import difflib
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr, ValidationError
 
-from eval.kinds import KINDS, Kind
+from eval.kinds import ENCODER_HEADLINE, FINLORA_KINDS, KINDS, Kind
 from lora.errors import UserError
 from lora.files import read_json, require_file, unique_keys, user_path
-from lora.fsutil import sha256_file
+from lora.fsutil import repo_relative, sha256_file
 from lora.jsonl import read_jsonl
 
 DEFAULT_REGISTRY = Path(__file__).resolve().parent / "tasks.json"
 # pairs/<task>.json and predictions/<row>/<task>.jsonl: a name like "../../x" would write outside --out.
 TASK_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
 TASK_NAME_MAX = 100
+
+
+class FinloraRule(BaseModel):
+    """How FinLoRA's harness scores the task (test/test_dataset.py): used by --scoring finlora."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    scorer: StrictStr = Field(description="one of the finlora_* kinds (eval/kinds.py)")
+    max_new_tokens: StrictInt = Field(ge=1, description="FinLoRA's answer budget (its max_new_token_dict, else 30)")
 
 
 class TaskEntry(BaseModel):
@@ -40,7 +49,14 @@ class TaskEntry(BaseModel):
     max_new_tokens: StrictInt | None = Field(default=None, ge=1)
     prompt_format: StrictStr | None = None
     headline: StrictStr | None = None
+    finlora: FinloraRule | None = Field(default=None, description="FinLoRA's scoring rule (--scoring finlora)")
     description: StrictStr = ""
+
+
+@dataclass(frozen=True)
+class Finlora:
+    kind: Kind
+    max_new_tokens: int
 
 
 @dataclass(frozen=True)
@@ -54,6 +70,7 @@ class Task:
     train: Path | None = None  # the task's training file, when the registry names one (k-shot examples)
     prompt_format: str | None = None
     description: str = ""
+    finlora: Finlora | None = None  # FinLoRA's rule for this task; None: --scoring finlora refuses the task
     spec: dict = field(default_factory=dict, compare=False, hash=False)  # the registry entry as written
 
 
@@ -65,7 +82,8 @@ def _did_you_mean(word: str, choices) -> str:
 def _entry_error(err: dict) -> str:
     key = ".".join(str(p) for p in err["loc"]) or "(entry)"
     if err["type"] == "extra_forbidden":
-        return f"unknown key {key!r}{_did_you_mean(str(err['loc'][0]), TaskEntry.model_fields)}"
+        fields = FinloraRule.model_fields if len(err["loc"]) > 1 and err["loc"][0] == "finlora" else TaskEntry.model_fields
+        return f"unknown key {key!r}{_did_you_mean(str(err['loc'][-1]), fields)}"
     if err["type"] == "missing":
         return f"missing required key {key!r}"
     return f"key {key!r}: {err['msg']}"
@@ -86,7 +104,10 @@ def parse_entry(name: str, raw: object, base_dir: Path, source: str) -> Task:
     try:
         entry = TaskEntry.model_validate(raw)
     except ValidationError as exc:
-        raise UserError(f"{where}: {_entry_error(exc.errors()[0])}") from None
+        errors = exc.errors()
+        # a misspelt key first: it explains the "missing" error that comes with it
+        first = next((e for e in errors if e["type"] == "extra_forbidden"), errors[0])
+        raise UserError(f"{where}: {_entry_error(first)}") from None
     kind = KINDS.get(entry.kind)
     if kind is None:
         raise UserError(f"{where}: key 'kind': must be one of {', '.join(KINDS)}, got {entry.kind!r}"
@@ -99,6 +120,12 @@ def parse_entry(name: str, raw: object, base_dir: Path, source: str) -> Task:
             raise UserError(f"{where}: key 'labels': labels must be non-blank strings")
         labels = tuple(kind.normalize_target(x) for x in entry.labels)
     headline = entry.headline or kind.headline
+    finlora = None
+    if entry.finlora is not None:
+        if entry.finlora.scorer not in FINLORA_KINDS:
+            raise UserError(f"{where}: key 'finlora.scorer': must be one of {', '.join(FINLORA_KINDS)}, "
+                            f"got {entry.finlora.scorer!r}{_did_you_mean(entry.finlora.scorer, FINLORA_KINDS)}")
+        finlora = Finlora(KINDS[entry.finlora.scorer], entry.finlora.max_new_tokens)
     if headline not in kind.metrics:
         raise UserError(f"{where}: key 'headline': must be one of {', '.join(kind.metrics)}, got {headline!r}")
     if entry.prompt_format is not None:
@@ -112,7 +139,7 @@ def parse_entry(name: str, raw: object, base_dir: Path, source: str) -> Task:
     return Task(
         name=name, data=data, train=train, kind=kind,
         max_new_tokens=entry.max_new_tokens or kind.max_new_tokens, headline=headline, labels=labels,
-        prompt_format=entry.prompt_format, description=entry.description, spec=dict(raw),
+        prompt_format=entry.prompt_format, description=entry.description, finlora=finlora, spec=dict(raw),
     )
 
 
@@ -167,6 +194,45 @@ def select_tasks(registry: dict[str, Task], names: list[str] | None) -> list[Tas
     return [registry[n] for n in dict.fromkeys(names)]
 
 
+def has_data(task: Task) -> bool:
+    return task.data.is_file()
+
+
+def runnable_tasks(registry: dict[str, Task], names: list[str] | None) -> tuple[list[Task], list[Task]]:
+    """(tasks to run, tasks skipped). Named tasks must all have their data file (a missing one is exit 2
+    naming the file, before any model loads); with no --tasks, every task whose file is here runs and the
+    others are skipped (the registry holds FinLoRA's whole benchmark, most of which is not shipped)."""
+    tasks = select_tasks(registry, names)
+    present = [t for t in tasks if has_data(t)]
+    missing = [t for t in tasks if not has_data(t)]
+    if missing and (names is not None or not present):  # nothing to run without it
+        t = missing[0]
+        more = f" (and {len(missing) - 1} more task files)" if len(missing) > 1 else ""
+        raise UserError(f"task {t.name}: test file {repo_relative(t.data)} not found{more}; put the file there "
+                        f"(a FinLoRA task: copy FinLoRA's data/test/{t.data.name}); python -m eval --list-tasks")
+    return present, missing
+
+
+def for_scoring(task: Task, mode: str, encoder: str | None) -> Task:
+    """The task as `mode` evaluates it. standard: the registry's kind; a free-text task's headline is
+    BERTScore F1 when an encoder is given (unless the entry names its headline). finlora: the kind and
+    answer budget of the task's `finlora` block, FinLoRA's raw prompt (eval/runner.py), or one line saying
+    why the task cannot be scored that way."""
+    if mode == "standard":
+        if task.kind.free_text and encoder and "headline" not in task.spec:
+            return replace(task, headline=ENCODER_HEADLINE)
+        return task
+    if task.finlora is None:
+        raise UserError(f"task {task.name}: no FinLoRA rule (a 'finlora' block in its registry entry), so "
+                        f"--scoring finlora cannot score it; use --scoring standard or add the block")
+    kind = task.finlora.kind
+    if kind.needs_encoder and not encoder:
+        raise UserError(f"task {task.name}: FinLoRA scores it with BERTScore (ProsusAI/finbert); give "
+                        f"--bertscore-model LOCAL_FOLDER (a local copy of the encoder)")
+    return replace(task, kind=kind, max_new_tokens=task.finlora.max_new_tokens, headline=kind.headline,
+                   labels=None, prompt_format="raw")
+
+
 @dataclass(frozen=True)
 class TaskData:
     task: Task
@@ -184,9 +250,10 @@ class TaskData:
 def load_task_data(task: Task) -> TaskData:
     """Read and validate every line (so a malformed line stops the run before any model loads)."""
     require_file(task.data, f"task {task.name}: data file")
+    lines = list(read_jsonl(task.data, ("context", "target"), f"task {task.name}: data file"))
+    targets = task.kind.normalize_targets([obj["target"] for _, obj in lines])  # the column: FinLoRA's pandas rule
     rows: list[dict] = []
-    for lineno, obj in read_jsonl(task.data, ("context", "target"), f"task {task.name}: data file"):
-        target = task.kind.normalize_target(obj["target"])
+    for (lineno, obj), target in zip(lines, targets, strict=True):
         problem = task.kind.target_problem(target, task.labels)
         if problem:
             raise UserError(f"{task.data}:{lineno}: target {obj['target']!r} {problem}")

@@ -9,11 +9,13 @@ from decimal import Decimal
 import pytest
 
 from eval import metrics as M
-from eval.kinds import KINDS, Kind, score_task
+from eval.kinds import FINLORA_KINDS, KINDS, Kind, score_task
 
 
 def test_every_kind_is_consistent():
-    assert list(KINDS) == ["classification", "numeric", "text"]
+    assert list(KINDS) == ["classification", "entities", "numeric", "exact", "text",
+                           "finlora_labels", "finlora_entities", "finlora_bertscore"]
+    assert FINLORA_KINDS == ("finlora_labels", "finlora_entities", "finlora_bertscore")
     for name, kind in KINDS.items():
         assert kind.name == name and kind.headline in kind.metrics and kind.max_new_tokens > 0
 
@@ -57,3 +59,30 @@ def test_a_new_kind_is_one_object():
     assert kind.score(["1 ", "2"], ["1", "3"])[0] == {"n": 2, "exact": 0.5}
     assert kind.target_problem("x", None) == "is not a number"
     assert M.parse_target_number("3") == Decimal("3")
+
+
+def test_entity_targets_are_checked_per_entity():
+    e = KINDS["entities"]
+    assert e.normalize_target(" Revenues, Assets ") == "revenues, assets"
+    assert e.derive_labels(["revenues, assets", "assets"]) == ("assets", "revenues")
+    assert e.target_problem("revenues, debt", ("assets", "revenues")) == \
+        "has 'debt', which is not one of the labels assets, revenues"
+    assert e.target_problem("revenues,assets", ("assets", "revenues")) is None
+
+
+def test_exact_kind_ignores_whitespace_and_case():
+    x = KINDS["exact"]
+    metrics, rows = x.score(["(Revenues - Cost) / revenues\nmore", "Revenues"], ["(Revenues-Cost)/Revenues", "Cost"],
+                            with_intervals=False)
+    assert [r["correct"] for r in rows] == [True, False] and metrics["accuracy"] == 0.5
+
+
+def test_finlora_kinds_keep_targets_as_written_and_read_after_the_cue():
+    f = KINDS["finlora_labels"]
+    assert not f.stop_at_newline and f.normalize_target(" Positive ") == " Positive "
+    assert f.normalize_targets(["15092.40", "3"]) == ["15092.4", "3.0"]  # pandas.read_json's column rule
+    assert f.answer("Q\nAnswer: ", "neutral\nAnswer: negative ") == "negative"
+    assert KINDS["classification"].answer("Q\nAnswer: ", "x\nAnswer: y") == "x\nAnswer: y"
+    assert KINDS["finlora_bertscore"].needs_encoder and not KINDS["finlora_labels"].needs_encoder
+    with pytest.raises(ValueError, match="encoder"):
+        KINDS["finlora_bertscore"].score(["a"], ["b"])

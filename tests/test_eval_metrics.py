@@ -172,3 +172,17 @@ def test_text_score_matches_rouge_score():
         assert metrics[k] == pytest.approx(float(np.mean(want)), abs=1e-12)
         assert [row[k] for row in rows] == pytest.approx(want)
     assert rows[2]["rougeL"] == 1.0
+
+
+def test_entities_blank_pieces_and_blank_label():
+    # a blank target entity is a label of its own; a blank answer piece is that label, or unparsed without it
+    metrics, rows = M.score_entities(["a,,b", "a"], ["a,,b", "a,b"], ["", "a", "b"], with_intervals=False)
+    assert [r["parsed"] for r in rows] == [["a", "", "b"], ["a", ""]]
+    assert metrics["accuracy"] == pytest.approx(4 / 5) and metrics["entities"] == 5
+    metrics, rows = M.score_entities(["a"], ["a,b"], ["a", "b"], with_intervals=False)
+    assert rows[0]["parsed"] == ["a", None] and metrics["unparsed"] == 1
+
+
+def test_exact_key():
+    assert M.exact_key(" (A - B)\t/ c ") == M.exact_key("(a-b)/C") == "(a-b)/c"
+    assert M.score_exact(["", "x"], ["y", "X"], with_intervals=False)[0] == {"n": 2, "accuracy": 0.5, "unparsed": 1}

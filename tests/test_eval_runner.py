@@ -193,7 +193,7 @@ def test_failed_pair_is_one_error_cell(tmp_path, fake_engine, monkeypatch):
     real = engine.generate
 
     def flaky(model, tokenizer, prompts, max_new_tokens, *args, **kwargs):
-        if model == "a" and max_new_tokens == 24:  # formula
+        if model == "a" and max_new_tokens == 50:  # formula (FinLoRA budget)
             raise ValueError("out of memory\nsecond line")
         return real(model, tokenizer, prompts, max_new_tokens, *args, **kwargs)
 
@@ -292,12 +292,13 @@ def test_shots_give_the_base_row_examples_and_adapters_none(tmp_path, prompts_se
     assert results["tasks"]["fpb"]["shots"]["source"] == "train"
     held_out = results["tasks"]["tfns"]["shots"]["held_out_ids"]
     assert results["tasks"]["tfns"]["shots"]["source"] == "test" and len(held_out) == 2
-    base_fpb = prompts_seen[(None, 16)][:3]  # fpb first, then tfns (both 16 new tokens)
+    budget = load_registry()["fpb"].max_new_tokens  # fpb and tfns share FinLoRA's budget, so one key holds both
+    base_fpb = prompts_seen[(None, budget)][:3]  # fpb first, then tfns
     fpb_rows = load_task_data(load_registry()["fpb"]).rows
     for prompt, row in zip(base_fpb, fpb_rows, strict=False):
         assert prompt.startswith("<|im_start|>user\nExample 1:\nInput: ") and "\n\nExample 2:\nInput: " in prompt
         assert f"Input: {row['context']}\nAnswer:" in prompt and "Example 3:" not in prompt
-    assert all("Example 1:" not in p for p in prompts_seen[("a", 16)])  # adapters: zero-shot, as trained
+    assert all("Example 1:" not in p for p in prompts_seen[("a", budget)])  # adapters: zero-shot, as trained
     # every row of tfns scores the same rows: the held-out examples are nobody's test rows
     ids = {name: [json.loads(x)["id"] for x in (out / r["results"]["tfns"]["predictions"]).read_text().splitlines()]
            for name, r in rows.items()}

@@ -6,12 +6,13 @@ from __future__ import annotations
 
 import json
 import os
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 
 from eval.kinds import KINDS
-from eval.tasks import load_registry, load_task_data, parse_task_names, select_tasks
+from eval.tasks import for_scoring, load_registry, load_task_data, parse_task_names, runnable_tasks, select_tasks
 from lora.errors import UserError
 
 MINI = {"data": "mini.jsonl", "kind": "classification", "labels": ["negative", "positive"]}
@@ -38,10 +39,13 @@ def registry_error(path) -> str:
 
 def test_shipped_registry_labels_and_data_agree():
     registry = load_registry()
-    assert list(registry) == ["fpb", "tfns", "ner", "formula", "xbrl_term", "financebench"]
-    for task in registry.values():
+    shipped = [name for name, task in registry.items() if task.data.is_file()]
+    assert shipped == ["fpb", "fiqa", "tfns", "nwgi", "ner", "financebench", "xbrl_term", "formula"]
+    for name in shipped:
+        task = registry[name]
         data = load_task_data(task)  # raises on any malformed line / off-label target
         assert data.rows and task.headline in task.kind.metrics
+    assert len(load_task_data(registry["nwgi"]).rows) == 4047 and len(load_task_data(registry["fiqa"]).rows) == 235
 
 
 def test_defaults_come_from_the_kind(tmp_path):
@@ -55,7 +59,7 @@ def test_defaults_come_from_the_kind(tmp_path):
 
 
 @pytest.mark.parametrize("entry,needles", [
-    ({**MINI, "kind": "vibes"}, ["task 'mini'", "'kind'", "must be one of classification, numeric, text"]),
+    ({**MINI, "kind": "vibes"}, ["task 'mini'", "'kind'", "must be one of classification, entities, numeric, exact, text"]),
     ({**MINI, "kind": "clasification"}, ["did you mean 'classification'"]),
     ({**MINI, "lables": ["a"]}, ["task 'mini'", "unknown key 'lables'", "did you mean 'labels'"]),
     ({**MINI, "max_new_token": 3}, ["unknown key 'max_new_token'", "did you mean 'max_new_tokens'"]),
@@ -162,3 +166,24 @@ def test_task_selection():
         parse_task_names([" ", ""])
     with pytest.raises(UserError, match="unknown task fbp; did you mean 'fpb'"):
         select_tasks(registry, ["fbp"])
+
+
+def test_missing_data_named_or_skipped():
+    registry = load_registry()
+    run, skipped = runnable_tasks(registry, None)
+    assert [t.name for t in run] == [n for n, t in registry.items() if t.data.is_file()]
+    assert "headline" in [t.name for t in skipped] and not set(run) & set(skipped)
+    with pytest.raises(UserError, match=r"task headline: test file data/test/headline_test.jsonl not found"):
+        runnable_tasks(registry, ["fpb", "headline"])
+
+
+def test_headline_follows_the_encoder():
+    registry = load_registry()
+    term = registry["xbrl_term"]
+    assert for_scoring(term, "standard", None).headline == "rougeL"
+    assert for_scoring(term, "standard", "/enc").headline == "bertscore_f1"
+    assert for_scoring(registry["fpb"], "standard", "/enc") is registry["fpb"]
+    pinned = replace(term, spec={**term.spec, "headline": "rouge1"}, headline="rouge1")
+    assert for_scoring(pinned, "standard", "/enc").headline == "rouge1"  # an explicit headline wins
+    fin = for_scoring(term, "finlora", "/enc")
+    assert (fin.kind.name, fin.headline, fin.max_new_tokens, fin.prompt_format) == ("finlora_bertscore", "bertscore_f1", 50, "raw")
