@@ -177,7 +177,7 @@ def format_list(registry: Registry) -> str:
     rows = []
     for name, e in registry.entries.items():
         quant = "16-bit" if e.quant_bits == 16 else f"{e.quant_bits}-bit"
-        rows.append((name, e.base_model, quant, str(e.lora_r), e.variant, e.profile, e.prompt_format,
+        rows.append((name, e.base_model, quant, str(e.lora_r), e.variant, e.profile, e.resolved.prompt_format,
                      data_status(registry, name)))
     widths = [max(len(r[i]) for r in rows + [headers]) for i in range(len(headers))]
 

@@ -176,7 +176,8 @@ def ensure_base_model_present(registry: Registry, entry: Entry, *, convert: bool
 def check_target_modules(registry: Registry, entry: Entry) -> None:
     """A module name the model lacks passes axolotl's validator and fails inside peft at launch: say so
     now, wherever the model's architecture is known (a local config.json or the facts table)."""
-    if entry.target_modules == "all-linear":
+    targets = entry.resolved.target_modules
+    if targets == "all-linear":
         return
     from lora.plan import load_arch
 
@@ -184,7 +185,7 @@ def check_target_modules(registry: Registry, entry: Entry) -> None:
         arch = load_arch(registry.resolve_base_model(entry), REPO_ROOT)
     except MissingFacts:
         return  # unknown architecture: peft will be the judge
-    arch.check_modules(entry.target_modules, entry.base_model)
+    arch.check_modules(targets, entry.base_model)
 
 
 # ---------------------------------------------------------------- facts
@@ -320,7 +321,7 @@ def _train(plan: LaunchPlan, lock: RunLock) -> int:
     output_dir = plan.output_dir
     record = start_record(
         name=plan.name, entry=plan.entry.model_dump(mode="json"), recipe_path=plan.recipe_ref,
-        recipe_text=plan.recipe_text, prompt_format=prompt_format_record(plan.entry.prompt_format),
+        recipe_text=plan.recipe_text, prompt_format=prompt_format_record(plan.entry.resolved.prompt_format),
         base_model=plan.recipe.base_model, datasets=list(plan.datasets), command=plan.argv,
         profile=plan.profile.name, resumed_from=portable_path(plan.resume, output_dir) if plan.resume else None,
         output_dir=output_dir,

@@ -5,8 +5,10 @@
 
 Entries are drop-in compatible with FinLoRA's (base_model, dataset_path, lora_r, quant_bits,
 learning_rate, num_epochs, batch_size, gradient_accumulation_steps, peft_use_dora, peft_use_rslora,
-lora_alpha); the other keys are optional. Every problem is reported as one line that names the entry,
-the key and the fix (close matches for typos), and the CLI exits 2 before anything is written.
+lora_alpha); the other keys are optional, and an entry without `defaults` trains what FinLoRA's
+generator trains (lora/defaults.py; `Entry.resolved` is the one place effective values are decided).
+Every problem is reported as one line that names the entry, the key and the fix (close matches for
+typos), and the CLI exits 2 before anything is written.
 """
 from __future__ import annotations
 
@@ -18,16 +20,19 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from lora.defaults import DEFAULTS_SETS, Resolved, resolve
 from lora.errors import UserError
 from lora.files import read_json, stat_kind, unique_keys, user_path
 from lora.jsonl import is_text
 from lora.names import check_name
 from lora.profiles import PROFILES
-from lora.prompts import DEFAULT_PROMPT_FORMAT, PROMPT_FORMATS
+from lora.prompts import PROMPT_FORMATS
 
 # The modules "all-linear" means for the Llama-style models in the catalogue (axolotl's
 # lora_target_linear picks every Linear but lm_head; listed here for the planner and --list).
 ALL_LINEAR = "all-linear"
+# Optimizers a recipe may name: FinLoRA's three, our profiles' choices, and the fp32-state paged one.
+OPTIMIZERS = ("adamw_torch", "adamw_torch_fused", "adamw_bnb_8bit", "paged_adamw_8bit", "paged_adamw_32bit")
 FINLORA_KEYS = ("base_model", "dataset_path", "lora_r", "quant_bits", "learning_rate", "num_epochs", "batch_size",
                 "gradient_accumulation_steps", "peft_use_dora", "peft_use_rslora", "lora_alpha")
 # The hub's own rule for repo ids (huggingface_hub.utils.validate_repo_id), ASCII only.
@@ -70,34 +75,62 @@ class Entry(BaseModel):
     peft_use_rslora: bool = Field(default=False, description="rank-stabilised scaling")
     lora_alpha: int = Field(default=16, ge=1, le=65536, description="LoRA scaling numerator")
 
-    # Our additions (all optional)
+    # Our additions (all optional). `null` = from the entry's defaults set (lora/defaults.py resolves it).
+    defaults: str = Field(default="finlora", description=(
+        "`finlora`: FinLoRA's generator and published cards (q/k/v, val 0.02, warmup_steps 10, no packing, "
+        "`[INST]` prompt, ZeRO-1, its optimizers and 4-bit quantisation); `tuned`: ours (all-linear, the "
+        "profile's packing and ZeRO, warmup_ratio 0.03); a key set here beats either"))
     description: str | None = Field(default=None, max_length=2000, description="shown in the recipe header")
-    lora_dropout: float = Field(default=0.05, ge=0, lt=1, description="dropout on the LoRA path")
-    target_modules: list[str] | Literal["all-linear"] = Field(default=ALL_LINEAR, description=(
-        'a list such as `["q_proj","k_proj","v_proj"]` (FinLoRA\'s) or `"all-linear"`; '
-        "a name the model lacks is refused before launch"))
-    sequence_len: int = Field(default=4096, ge=32, le=131072, description="tokens per sequence")
+    lora_dropout: float | None = Field(default=None, ge=0, lt=1, description=(
+        "dropout on the LoRA path; null: 0.05 (both sets)"))
+    target_modules: list[str] | Literal["all-linear"] | None = Field(default=None, description=(
+        'a list such as `["q_proj","k_proj","v_proj"]` or `"all-linear"`; null: q/k/v (finlora), '
+        "all-linear (tuned); a name the model lacks is refused before launch"))
+    sequence_len: int | None = Field(default=None, ge=32, le=131072, description=(
+        "tokens per sequence; null: 4096 (both sets)"))
     max_steps: int | None = Field(default=None, ge=1, le=10_000_000, description=(
         "stop after this many optimizer steps (checkpoints every quarter of them)"))
-    val_set_size: float = Field(default=0.0, ge=0, le=10_000_000, description=(
-        "< 1: fraction of rows held out; ≥ 1: a row count; adds eval loss to loss.png"))
+    val_set_size: float | None = Field(default=None, ge=0, le=10_000_000, description=(
+        "< 1: fraction of rows held out; ≥ 1: a row count; adds eval loss to loss.png; "
+        "null: 0.02 (finlora), 0 (tuned)"))
     seed: int = Field(default=42, ge=0, le=2**32 - 1, description="numpy's seed range, which the trainer seeds")
     sample_packing: bool | None = Field(default=None, description=(
-        "null: the profile's choice; packed micro-batches count sequences, not rows (see below)"))
+        "null: off (finlora), the profile's choice (tuned); packed micro-batches count sequences, not rows"))
     profile: str = Field(default="a5000x4", description=(
         "hardware profile: " + ", ".join(f"`{p}`" for p in PROFILES) + " (`lora/profiles.py`)"))
     zero_stage: Literal[1, 2, 3] | None = Field(default=None, description=(
-        "DeepSpeed ZeRO 1/2/3; null: the profile's (2 on `a5000x4`); `--zero` overrides"))
-    prompt_format: str = Field(default=DEFAULT_PROMPT_FORMAT, description=(
-        ", ".join(f"`{p}`" for p in PROMPT_FORMATS) + " (`lora/prompts.py`); recorded in run.json so "
-        "evaluation uses the same prompt"))
+        "DeepSpeed ZeRO 1/2/3; null: 1 (finlora), the profile's (tuned; 2 on `a5000x4`); `--zero` overrides"))
+    prompt_format: str | None = Field(default=None, description=(
+        ", ".join(f"`{p}`" for p in PROMPT_FORMATS) + " (`lora/prompts.py`); null: `finlora_inst` (both sets); "
+        "recorded in run.json so evaluation uses the same prompt"))
     extra_datasets: list[ExtraDataset] = Field(default_factory=list, description=(
         '`[{"path": …, "weight": 0.5}]`: weight 2 = the file twice, 0.25 = its first quarter'))
-    lr_scheduler: Literal["cosine", "linear", "constant", "constant_with_warmup"] = Field(
-        default="cosine", description="learning-rate schedule")
-    warmup_ratio: float = Field(default=0.03, ge=0, le=0.5, description="share of steps spent warming up")
+    lr_scheduler: Literal["cosine", "linear", "constant", "constant_with_warmup"] | None = Field(
+        default=None, description="learning-rate schedule; null: cosine (both sets)")
+    warmup_steps: int | None = Field(default=None, ge=0, le=1_000_000, description=(
+        "optimizer steps spent warming up; null: 10 (finlora) unless `warmup_ratio` is set"))
+    warmup_ratio: float | None = Field(default=None, ge=0, le=0.5, description=(
+        "share of steps spent warming up; null: 0.03 (tuned) unless `warmup_steps` is set"))
+    optimizer: str | None = Field(default=None, description=(
+        ", ".join(f"`{o}`" for o in OPTIMIZERS) + "; null: adamw_bnb_8bit (8-bit), paged_adamw_8bit (4-bit), "
+        "adamw_torch_fused (16-bit) for finlora, the profile's for tuned"))
     logging_steps: int = Field(default=10, ge=1, le=1_000_000, description="steps between loss log lines")
     trust_remote_code: bool = Field(default=False, description="only when an entry asks for it")
+
+    @field_validator("defaults")
+    @classmethod
+    def _known_defaults(cls, v: str) -> str:
+        if v not in DEFAULTS_SETS:
+            raise ValueError(f"unknown defaults set {v!r}; known: {', '.join(DEFAULTS_SETS)}"
+                             f"{_did_you_mean(v, DEFAULTS_SETS)}")
+        return v
+
+    @field_validator("optimizer")
+    @classmethod
+    def _known_optimizer(cls, v: str | None) -> str | None:
+        if v is not None and v not in OPTIMIZERS:
+            raise ValueError(f"unknown optimizer {v!r}; known: {', '.join(OPTIMIZERS)}{_did_you_mean(v, OPTIMIZERS)}")
+        return v
 
     @field_validator("base_model")
     @classmethod
@@ -116,8 +149,8 @@ class Entry(BaseModel):
 
     @field_validator("prompt_format")
     @classmethod
-    def _known_prompt_format(cls, v: str) -> str:
-        if v not in PROMPT_FORMATS:
+    def _known_prompt_format(cls, v: str | None) -> str | None:
+        if v is not None and v not in PROMPT_FORMATS:
             raise ValueError(
                 f"unknown prompt format {v!r}; known: {', '.join(PROMPT_FORMATS)}{_did_you_mean(v, PROMPT_FORMATS)}"
             )
@@ -136,13 +169,18 @@ class Entry(BaseModel):
 
     @field_validator("val_set_size")
     @classmethod
-    def _val_size(cls, v: float) -> float:
-        if v >= 1 and v != int(v):
+    def _val_size(cls, v: float | None) -> float | None:
+        if v is not None and v >= 1 and v != int(v):
             raise ValueError("a row count must be whole; use a fraction below 1 or an integer")
         return v
 
     @model_validator(mode="after")
     def _combinations(self) -> "Entry":
+        if self.warmup_steps is not None and self.warmup_ratio is not None:
+            raise ValueError(
+                f"warmup_steps and warmup_ratio: give one, not both (got {self.warmup_steps} steps and ratio "
+                f"{self.warmup_ratio}); FinLoRA's cards use warmup_steps 10"
+            )
         profile = PROFILES[self.profile]
         stage = self.zero_stage_resolved
         if stage is not None and profile.accelerator == "cpu" and self.quant_bits != 16:
@@ -169,12 +207,17 @@ class Entry(BaseModel):
         return self
 
     @property
+    def resolved(self) -> Resolved:
+        """The effective values (explicit keys, the defaults set, the profile's limits): lora/defaults.py."""
+        return resolve(self)
+
+    @property
     def sample_packing_resolved(self) -> bool:
-        return self.sample_packing if self.sample_packing is not None else PROFILES[self.profile].sample_packing
+        return self.resolved.sample_packing
 
     @property
     def zero_stage_resolved(self) -> int | None:
-        return self.zero_stage if self.zero_stage is not None else PROFILES[self.profile].default_zero_stage
+        return self.resolved.zero_stage
 
     @property
     def variant(self) -> str:

@@ -1,4 +1,6 @@
-"""docs/registry.md's key tables, generated from the `Entry` model's fields so they cannot drift.
+"""docs/registry.md's generated tables: the `Entry` keys (from the model's fields), the learning keys
+compared with FinLoRA's cards, and where FinLoRA's registry JSON and its published cards disagree
+(from the copies under data/finlora/, lora/finlora_cards.py), so none of them can drift.
 
     python -m lora.registry_doc            # rewrites the tables in docs/registry.md
     python -m lora.registry_doc --check    # exit 1 when docs/registry.md differs (tests run this)
@@ -14,6 +16,7 @@ import typing
 from annotated_types import Ge, Gt, Le, Lt
 from pydantic.fields import FieldInfo
 
+from lora import finlora_cards
 from lora.fsutil import REPO_ROOT, write_atomic
 from lora.registry import FINLORA_KEYS, Entry
 
@@ -60,9 +63,52 @@ def table(keys: list[str]) -> str:
     return "\n".join(rows)
 
 
+def learning_table() -> str:
+    rows = ["| compared (changes what is learned) | excluded card key | why it does not change training |",
+            "|---|---|---|"]
+    excluded = list(finlora_cards.EXCLUDED.items())
+    for i in range(max(len(finlora_cards.LEARNING_KEYS), len(excluded))):
+        key = f"`{finlora_cards.LEARNING_KEYS[i]}`" if i < len(finlora_cards.LEARNING_KEYS) else ""
+        ex, why = (f"`{excluded[i][0]}`", excluded[i][1]) if i < len(excluded) else ("", "")
+        rows.append(f"| {key} | {ex} | {why} |")
+    return "\n".join(rows)
+
+
+def _cell(value) -> str:
+    return f"`{value}`" if value is not None else "(absent)"
+
+
+def _we_follow(key: str) -> str:
+    if key in finlora_cards.FOLLOW_CARDS_OVER_GENERATOR:
+        return "the card, everywhere (`tokenizer_type` is never rendered: axolotl's AutoTokenizer)"
+    if key == "base_model":
+        return "the JSON: the card's repo is an ungated copy of the same weights (`BASE_MODEL_ALIASES`)"
+    return "the card in our catalogue; FinLoRA's file passed with `--config-json` trains what its JSON says"
+
+
+def disagreement_table() -> str:
+    rows_in = finlora_cards.json_card_disagreements()
+    runs = {(r["file"], r["run"]) for r in rows_in}
+    with_card = sum(name in finlora_cards.cards() for runs_ in finlora_cards.finlora_registries().values()
+                    for name in runs_)
+    per_key: dict[str, int] = {}
+    for r in rows_in:
+        per_key[r["key"]] = per_key.get(r["key"], 0) + 1
+    counts = ", ".join(f"`{k}` {n}" for k, n in sorted(per_key.items(), key=lambda kv: -kv[1]))
+    rows = [f"{len(rows_in)} disagreements ({counts}) in {len(runs)} of the {with_card} runs of FinLoRA's "
+            "registry files that have a published card.", "",
+            "| FinLoRA file | run | key | FinLoRA JSON / its generator | published card | we follow |",
+            "|---|---|---|---|---|---|"]
+    for r in rows_in:
+        rows.append(f"| {r['file']} | {r['run']} | `{r['key']}` | {_cell(r['json'])} | {_cell(r['card'])} "
+                    f"| {_we_follow(r['key'])} |")
+    return "\n".join(rows)
+
+
 def tables() -> dict[str, str]:
     ours = [k for k in Entry.model_fields if k not in FINLORA_KEYS]
-    return {"finlora": table(list(FINLORA_KEYS)), "ours": table(ours)}
+    return {"finlora": table(list(FINLORA_KEYS)), "ours": table(ours), "learning": learning_table(),
+            "disagreements": disagreement_table()}
 
 
 def updated(text: str) -> str:

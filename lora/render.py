@@ -19,6 +19,7 @@ from pathlib import Path
 import jinja2
 import yaml
 
+from lora.defaults import Resolved
 from lora.fsutil import REPO_ROOT, repo_relative
 from lora.profiles import PROFILES, HardwareProfile
 from lora.prompts import template_for
@@ -42,6 +43,7 @@ class RecipeInputs:
 
     name: str
     entry: Entry
+    resolved: Resolved  # the effective values; the template reads these, never the entry's nullable keys
     profile: HardwareProfile
     registry: str  # as shown in the header
     registry_flag: str  # " --config-json X" unless the default registry
@@ -51,7 +53,6 @@ class RecipeInputs:
     prepared_path: str
     deepspeed_config: str | None
     zero_stage: int | None
-    optimizer: str
     save_steps: int | None
     saves_per_epoch: int | None
     launch_command: str
@@ -114,13 +115,15 @@ def recipe_inputs(
         resolved = registry.resolve_path(raw_path)
         datasets += dataset_splits(repo_relative(resolved), weight)
 
-    stage = entry.zero_stage_resolved
+    resolved = entry.resolved
+    stage = resolved.zero_stage
     recipe_path = repo_relative(recipes_dir / f"{name}.yaml")
     default_registry = registry.path == DEFAULT_REGISTRY.resolve()
     shown_registry = repo_relative(registry.path)
     return RecipeInputs(
         name=name,
         entry=entry,
+        resolved=resolved,
         profile=profile,
         registry=shown_registry,
         registry_flag="" if default_registry else f" --config-json {shlex.quote(shown_registry)}",
@@ -130,12 +133,11 @@ def recipe_inputs(
         prepared_path=repo_relative(PREPARED_DIR),
         deepspeed_config=repo_relative(deepspeed_config_path(stage)) if stage else None,
         zero_stage=stage,
-        optimizer=profile.quantized_optimizer if entry.quant_bits < 16 else profile.optimizer,
         **checkpointing(entry),
         launch_command=launch_command_for(profile, recipe_path, stage),
         # axolotl's kernels support neither DoRA nor dropout; keep them off unless both allow it
-        lora_kernels=profile.lora_kernels and not entry.peft_use_dora and entry.lora_dropout == 0,
-        prompt_template=template_for(entry.prompt_format).replace("{context}", "{instruction}"),
+        lora_kernels=profile.lora_kernels and not entry.peft_use_dora and resolved.lora_dropout == 0,
+        prompt_template=template_for(resolved.prompt_format).replace("{context}", "{instruction}"),
     )
 
 

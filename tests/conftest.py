@@ -13,6 +13,7 @@ BUNDLED = REPO / "models" / "base_model" / "smollm2-135m-instruct"
 
 def cpu_entry(**overrides) -> dict:
     entry = {
+        "defaults": "tuned",  # like the shipped CPU entries; FinLoRA-shaped entries are tested without it
         "base_model": str(BUNDLED),
         "dataset_path": str(FPB_TRAIN),
         "lora_r": 4,

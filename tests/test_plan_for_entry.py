@@ -31,7 +31,7 @@ pytestmark = pytest.mark.skipif(not FPB_TRAIN.is_file(), reason="data/train/fpb_
 def _registry(tmp_path, **entry):
     fields = dict(base_model=LLAMA8B, dataset_path=str(FPB_TRAIN), lora_r=8, quant_bits=8, learning_rate=1e-4,
                   batch_size=4, gradient_accumulation_steps=2, num_epochs=2, sequence_len=1024,
-                  target_modules=["q_proj", "v_proj"], profile="a5000x4")
+                  target_modules=["q_proj", "v_proj"], profile="a5000x4", defaults="tuned")
     fields.update(entry)
     path = tmp_path / "configs.json"
     path.write_text(json.dumps({"x": fields}))
@@ -130,3 +130,10 @@ def test_overflowing_price_is_a_one_line_user_error(tmp_path):
     with pytest.raises(UserError) as err:
         plan_for_entry(reg, entry, num_gpus=4, usd_per_gpu_hour=1e308)
     assert "overflows" in str(err.value) and "\n" not in str(err.value)
+
+
+def test_a_finlora_entry_plans_what_it_renders(tmp_path):
+    """Without `defaults`, the plan reads the same resolved values as the recipe: FinLoRA's ZeRO-1, no packing."""
+    reg, entry = _registry(tmp_path, defaults="finlora", target_modules=None)
+    i = plan_for_entry(reg, entry, num_gpus=4).inputs
+    assert (i.zero_stage, i.sample_packing, sorted(i.target_modules)) == (1, False, ["k_proj", "q_proj", "v_proj"])

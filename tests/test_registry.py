@@ -32,6 +32,10 @@ def run_cli(capsys, workspace, *args):
         ({"target_modules": []}, ["key 'target_modules'", "empty list"]),
         ({"extra_datasets": [{"path": "x.jsonl", "weight": 0.333}]}, ["extra_datasets.0.weight", "steps of 0.01"]),
         ({"val_set_size": 2.5}, ["key 'val_set_size'", "whole"]),
+        ({"defaults": "finlroa"}, ["entry 'bad'", "key 'defaults'", "unknown defaults set 'finlroa'",
+                                   "did you mean 'finlora'"]),
+        ({"optimizer": "adamw_bnb8bit"}, ["key 'optimizer'", "did you mean 'adamw_bnb_8bit'"]),
+        ({"warmup_steps": 10, "warmup_ratio": 0.03}, ["entry 'bad': warmup_steps and warmup_ratio: give one"]),
     ],
 )
 def test_bad_entry_exits_2_names_entry_and_key_writes_nothing(capsys, workspace, change, expected):
@@ -95,8 +99,14 @@ def test_finlora_entry_is_accepted_unchanged(tmp_path):
     path.write_text(json.dumps(finlora))
     reg = load_registry(path)
     e = reg.get("sentiment_llama_3_1_8b_8bits_r8")
-    assert e.variant == "8bits_r8" and e.profile == "a5000x4" and e.prompt_format == "finlora_inst"
+    assert e.variant == "8bits_r8" and e.profile == "a5000x4" and e.defaults == "finlora"
+    # FinLoRA's generator's values (lora/finetune.py at 7e1cf82), not ours
+    r = e.resolved
+    assert (r.prompt_format, sorted(r.target_modules), r.val_set_size, r.warmup_steps, r.warmup_ratio) == (
+        "finlora_inst", ["k_proj", "q_proj", "v_proj"], 0.02, 10, None)
+    assert (r.sample_packing, r.zero_stage, r.optimizer, r.lora_dropout) == (False, 1, "adamw_bnb_8bit", 0.05)
     assert reg.get("x_dora").variant == "fp16_r8_dora"
+    assert reg.get("x_dora").resolved.optimizer == "adamw_torch_fused"  # finetune_lora_plain.py
     # relative dataset paths resolve against the registry file's folder, as in FinLoRA
     assert reg.resolve_path(e.dataset_path) == (tmp_path / "data" / "train" / "finlora_sentiment_train.jsonl")
 
@@ -107,9 +117,12 @@ def test_shipped_registry_loads_and_covers_the_catalogue():
     for task in tasks:
         for variant in ("8bits_r8", "4bits_r4", "8bits_r8_dora", "8bits_r8_rslora"):
             e = reg.get(f"{task}_llama_3_1_8b_{variant}")
-            assert e.variant == variant and e.profile == "a5000x4"
+            assert e.variant == variant and e.profile == "a5000x4" and e.defaults == "finlora"
+    for task in ["sentiment", "headline", "ner", "formula", "financebench", "xbrl_term"]:
+        assert reg.get(f"{task}_llama_3_1_8b_fp16_r8").quant_bits == 16
     cpu = [n for n, e in reg.entries.items() if e.profile == "cpu"]
     assert {"sentiment_smollm2_cpu", "formula_smollm2_cpu"} <= set(cpu)
+    assert all(reg.get(n).defaults == "tuned" for n in cpu)  # our demo entries ask for our defaults
 
 
 def test_entry_model_forbids_extra_keys_directly():

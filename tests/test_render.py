@@ -67,24 +67,71 @@ def test_cpu_profile_turns_off_cuda_only_features():
 
 
 def test_pod_profile_and_finlora_variants():
-    q8 = shipped("sentiment_llama_3_1_8b_8bits_r8")
-    assert q8["load_in_8bit"] is True and q8["adapter"] == "lora" and q8["bf16"] is True
+    """Catalogue recipes carry their published card's values (tests/test_finlora_recipes.py checks every key)."""
+    from lora.finlora_cards import cards
+
+    q8, card8 = shipped("formula_llama_3_1_8b_8bits_r8"), cards()["formula_llama_3_1_8b_8bits_r8"][1]
+    assert q8["load_in_8bit"] is True and q8["adapter"] == card8["adapter"] == "lora" and q8["bf16"] is True
     assert q8["attn_implementation"] == "flash_attention_2" and q8["gradient_checkpointing"] is True
-    assert q8["deepspeed"] == "templates/deepspeed/zero2.json" and q8["optimizer"] == "paged_adamw_8bit"
-    assert q8["lora_target_modules"] == ["q_proj", "k_proj", "v_proj"]
-    q4 = shipped("sentiment_llama_3_1_8b_4bits_r4")
+    assert q8["deepspeed"].endswith(card8["deepspeed"].rsplit("/", 1)[1]) and q8["optimizer"] == card8["optimizer"]
+    assert sorted(q8["lora_target_modules"]) == sorted(card8["lora_target_modules"])
+    assert q8["warmup_steps"] == card8["warmup_steps"] and "warmup_ratio" not in q8
+    q4 = shipped("formula_llama_3_1_8b_4bits_r4")
     assert q4["load_in_4bit"] is True and q4["adapter"] == "qlora" and q4["lora_r"] == 4
     assert shipped("ner_llama_3_1_8b_8bits_r8_dora")["peft_use_dora"] is True
     assert shipped("ner_llama_3_1_8b_8bits_r8_rslora")["peft_use_rslora"] is True
 
 
-def test_four_bit_with_zero3_stores_quantised_weights_as_bf16(workspace):
-    workspace.write({"z3": cpu_entry(quant_bits=4, profile="a5000x4", zero_stage=3, base_model="m/m")})
+@pytest.mark.parametrize("defaults, expected", [
+    ("tuned", {"bnb_4bit_quant_storage": "bfloat16"}),
+    # FinLoRA's quantisation (lora/defaults.py) with ZeRO-3's storage dtype, which does not change the values
+    ("finlora", {"bnb_4bit_quant_type": "fp4", "bnb_4bit_use_double_quant": False,
+                 "bnb_4bit_compute_dtype": "float32", "bnb_4bit_quant_storage": "bfloat16"}),
+])
+def test_four_bit_with_zero3_stores_quantised_weights_as_bf16(workspace, defaults, expected):
+    workspace.write({"z3": cpu_entry(quant_bits=4, profile="a5000x4", zero_stage=3, base_model="m/m", defaults=defaults)})
     reg = load_registry(workspace.registry)
     cfg = yaml.safe_load(render(recipe_inputs(reg, "z3", recipes_dir=workspace.recipes)))
     assert cfg["deepspeed"] == "templates/deepspeed/zero3.json"
-    assert cfg["bnb_config_kwargs"] == {"bnb_4bit_quant_storage": "bfloat16"}
+    assert cfg["bnb_config_kwargs"] == expected
     validate_with_axolotl(render(recipe_inputs(reg, "z3")), reg.get("z3"))
+
+
+def _header(text: str) -> list[str]:
+    return [line for line in text.splitlines() if line.startswith("#")]
+
+
+def test_header_names_the_defaults_set_and_what_the_profile_forced(workspace):
+    finlora_on_cpu = {k: v for k, v in cpu_entry(quant_bits=8).items() if k not in ("defaults", "prompt_format")}
+    reg = load_registry(workspace.write({"fin": finlora_on_cpu, "tuned": cpu_entry(), "fp16": {
+        "base_model": "meta-llama/Llama-3.1-8B-Instruct", "dataset_path": cpu_entry()["dataset_path"],
+        "lora_r": 8, "learning_rate": 1e-4}}))
+    fin = render(recipe_inputs(reg, "fin", recipes_dir=workspace.recipes))
+    head = _header(fin)
+    assert any(line.startswith("# Defaults: finlora") for line in head)
+    assert any("Forced by the cpu profile: bf16: off" in line for line in head)
+    assert any("Forced by the cpu profile: zero_stage" in line for line in head)
+    cfg = yaml.safe_load(fin)
+    assert cfg["bf16"] is False and "deepspeed" not in cfg  # what the header says, not silently
+    assert cfg["optimizer"] == "adamw_bnb_8bit"  # FinLoRA's 8-bit choice; bitsandbytes steps on CPU
+    assert any(line.startswith("# Kept different from FinLoRA") for line in head)
+    tuned = _header(render(recipe_inputs(reg, "tuned", recipes_dir=workspace.recipes)))
+    assert any(line.startswith("# Defaults: tuned") for line in tuned) and not any("Kept" in line for line in tuned)
+    fp16 = render(recipe_inputs(reg, "fp16", recipes_dir=workspace.recipes))
+    assert any("16-bit base" in line for line in _header(fp16))
+    assert yaml.safe_load(fp16)["optimizer"] == "adamw_torch_fused"  # FinLoRA's plain generator
+
+
+def test_a_key_the_entry_sets_beats_either_defaults_set(workspace):
+    explicit = dict(sample_packing=True, target_modules=["q_proj"], val_set_size=0.0, warmup_ratio=0.1,
+                    optimizer="adamw_torch", prompt_format="raw", sequence_len=256, lora_dropout=0.0)
+    reg = load_registry(workspace.write({d: cpu_entry(defaults=d, **explicit) for d in ("finlora", "tuned")}))
+    for name in ("finlora", "tuned"):
+        cfg = yaml.safe_load(render(recipe_inputs(reg, name, recipes_dir=workspace.recipes)))
+        assert (cfg["sample_packing"], cfg["lora_target_modules"], cfg["val_set_size"], cfg["warmup_ratio"]) == (
+            True, ["q_proj"], 0.0, 0.1)
+        assert (cfg["optimizer"], cfg["sequence_len"], cfg["lora_dropout"]) == ("adamw_torch", 256, 0.0)
+        assert cfg["datasets"][0]["type"]["format"] == "{instruction}" and "warmup_steps" not in cfg
 
 
 def test_extra_datasets_with_weights(workspace):

@@ -21,15 +21,16 @@ if TYPE_CHECKING:
 def _entry_overrides(entry: Entry, base_model: str, num_gpus: int, num_machines: int) -> dict:
     """The recipe's fields of PlanInputs; the profile supplies the rest."""
     on_gpu = PROFILES[entry.profile].accelerator == "cuda"
+    r = entry.resolved
     return dict(
         base_model=base_model,
         # a CPU run keeps a 16-bit recipe's base in fp32; 4/8-bit bases stay quantised
         quant_bits=entry.quant_bits if on_gpu or entry.quant_bits < 16 else 32,
-        lora_r=entry.lora_r, target_modules=entry.target_modules, use_dora=entry.peft_use_dora,
-        lora_dropout=entry.lora_dropout, micro_batch_size=entry.batch_size,
-        gradient_accumulation_steps=entry.gradient_accumulation_steps, sequence_len=entry.sequence_len,
-        num_epochs=entry.num_epochs, max_steps=entry.max_steps, sample_packing=entry.sample_packing_resolved,
-        zero_stage=entry.zero_stage_resolved, num_gpus=max(1, num_gpus), num_machines=num_machines,
+        lora_r=entry.lora_r, target_modules=r.target_modules, use_dora=entry.peft_use_dora,
+        lora_dropout=r.lora_dropout, micro_batch_size=entry.batch_size,
+        gradient_accumulation_steps=entry.gradient_accumulation_steps, sequence_len=r.sequence_len,
+        num_epochs=entry.num_epochs, max_steps=entry.max_steps, sample_packing=r.sample_packing,
+        zero_stage=r.zero_stage, num_gpus=max(1, num_gpus), num_machines=num_machines,
     )
 
 
