@@ -5,7 +5,9 @@
 
 What it does (see data/README.md for sources and licences):
 - copies FinLoRA's test sets (fpb, tfns, ner, formula, xbrl_term, financebench) and train sets
-  (formula, xbrl_term, financebench) byte for byte;
+  (formula, xbrl_term, financebench), its published adapter cards, PEFT configs and results table byte for byte;
+- checks by sha256 the FinLoRA files the shared folder does not hold (fiqa and nwgi test sets, FinLoRA's
+  registry files and generators), copied from FinLoRA's repository at commit 7e1cf82;
 - builds data/train/fpb_train.jsonl: every sentence of the full Financial PhraseBank
   (fpb/all-data.csv) that is not in FinLoRA's fpb_test.jsonl, in FinLoRA's {"context","target"}
   format with the same instruction as the test set. Sentences are compared after lower-casing and
@@ -41,6 +43,22 @@ COPIES = {
     "train/xbrl_term_train.jsonl": "finlora/train/xbrl_term_train.jsonl",
     "train/financebench_train.jsonl": "finlora/train/financebench_train.jsonl",
     "licenses/FinLoRA-LICENSE": "finlora/LICENSE",
+    "finlora/published_results.csv": "finlora/published_results.csv",
+}
+# The Axolotl card and PEFT config of each published FinLoRA adapter (lora/finlora_cards.py reads them).
+# Two PEFT configs in the shared folder belong to no catalogue run (a 70B adapter, an unnamed xbrl run).
+CARD_DIRS = ("finlora/adapter_cards", "finlora/adapter_configs")
+NOT_COPIED = ("misc_headline_llama_3_1_70b_4bits_r4.json",
+              "8bits_r8_xbrl_train.jsonl-meta-llama-Llama-3.1-8B-Instruct-8bits-r8.json")
+# Files from FinLoRA's repository (commit 7e1cf82) that the shared folder does not hold: checked by hash only.
+REPOSITORY_ONLY = {  # path under data/ -> sha256 of FinLoRA's file at 7e1cf82 (git show 7e1cf82:<FinLoRA path>)
+    "test/fiqa_test.jsonl": "b93474e5bf55eecd367fc342da9b4501758dcb4a45d64454e24955dc9b2cc56f",
+    "test/nwgi_test.jsonl": "b350a0eb3f908a2576013307653fe4b2bcca00c2d16af85c02c9191b46ec2508",
+    "finlora/finetune_configs.json": "619046a15927637f915c6e001f3c38e50bce7468dd039a7656eec360920aa444",
+    "finlora/finetune_configs_multi.json": "0b143a212554b7baafd7ed4263006cd5ef1069d87d31c0068d3277c80e45b399",
+    "finlora/finetune_configs_plain.json": "359f0b53e8081e5dca8a10bc963fa3c345e9d20a0a117dbf340dbbbbd494316e",
+    "finlora/finetune.py": "ac2c02adacda32eb7ed5bfa99c78564b0ec7c4574ce401315b78054fe919d1c2",
+    "finlora/finetune_lora_plain.py": "cd10763636298dd8481b4e337c0470628271492c9aecdb00998af6cb678e6ddc",
 }
 
 FPB_INSTRUCTION = (
@@ -86,6 +104,10 @@ def jsonl_bytes(rows: list[dict]) -> bytes:
 
 def planned_files(shared: Path) -> dict[str, bytes]:
     files = {dst: (shared / src).read_bytes() for dst, src in COPIES.items()}
+    for folder in CARD_DIRS:
+        for src in sorted((shared / folder).iterdir()):
+            if src.name not in NOT_COPIED:
+                files[f"{folder}/{src.name}"] = src.read_bytes()
     rows = fpb_train_rows(shared / "fpb" / "all-data.csv", shared / "finlora/test/fpb_test.jsonl")
     files["train/fpb_train.jsonl"] = jsonl_bytes(rows)
     return files
@@ -110,6 +132,10 @@ def main(argv: list[str] | None = None) -> int:
         write_atomic(target, payload)
         rows = payload.count(b"\n")
         print(f"wrote data/{rel} ({rows} lines, sha256 {digest}…)")
+    for rel, digest in REPOSITORY_ONLY.items():
+        target = DATA_DIR / rel
+        if not target.is_file() or hashlib.sha256(target.read_bytes()).hexdigest() != digest:
+            stale.append(f"{rel} (not FinLoRA's file: copy it again from FinLoRA at 7e1cf82)")
     if stale:
         print("stale: " + ", ".join(stale) + " (run python data/preprocess.py)", file=sys.stderr)
         return 1

@@ -19,6 +19,23 @@ from lora.prompts import prompt_format_record
 from lora.run_record import RunRecord
 
 BUNDLED_REF = "models/base_model/smollm2-135m-instruct"
+SIX_TASKS = ("fpb", "tfns", "ner", "formula", "xbrl_term", "financebench")
+
+
+def six_task_registry(folder: Path) -> Path:
+    """A task registry of the six tasks whose data the repository always shipped (fpb/formula/xbrl_term/
+    financebench with train files, tfns/ner without), for tests that must not change when eval/tasks.json
+    grows. Entries are eval/tasks.json's, with absolute data paths; written to folder/six_tasks.json."""
+    shipped = json.loads((REPO_ROOT / "eval" / "tasks.json").read_text(encoding="utf-8"))
+    reg = {}
+    for name in SIX_TASKS:
+        train = REPO_ROOT / "data" / "train" / f"{name}_train.jsonl"
+        reg[name] = {**{k: v for k, v in shipped[name].items() if k not in ("data", "train")},
+                     "data": str(REPO_ROOT / "data" / "test" / f"{name}_test.jsonl"),
+                     "train": str(train) if train.is_file() and name not in ("tfns", "ner") else None}
+    path = folder / "six_tasks.json"
+    path.write_text(json.dumps(reg), encoding="utf-8")
+    return path
 
 
 def run_record(name: str, status: str = "complete", prompt_format: str = "chatml", base_model: str = BUNDLED_REF,

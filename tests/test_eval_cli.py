@@ -15,30 +15,11 @@ import pytest
 
 import eval.runner
 from eval.cli import main
-from eval.fixtures import BUNDLED_REF, run_record
+from eval.fixtures import BUNDLED_REF, SIX_TASKS, run_record, six_task_registry
 from eval.fixtures import make_fake_adapter as fake_adapter
 
 REPO = Path(__file__).resolve().parents[1]
 FINLORA_CONFIGS = REPO.parent / "shared" / "data" / "finlora" / "adapter_configs"
-
-
-SIX_TASKS = ("fpb", "tfns", "ner", "formula", "xbrl_term", "financebench")
-
-
-def six_task_registry(tmp_path: Path) -> Path:
-    """The registry as these tests were written against (six tasks, fpb/formula/xbrl_term/financebench with
-    train files, tfns/ner without), so that tasks added to eval/tasks.json later do not change them."""
-    repo = Path(__file__).resolve().parents[1]
-    shipped = json.loads((repo / "eval" / "tasks.json").read_text())
-    reg = {}
-    for name in SIX_TASKS:
-        train = repo / "data" / "train" / f"{name}_train.jsonl"
-        reg[name] = {**{k: v for k, v in shipped[name].items() if k not in ("data", "train")},
-                     "data": str(repo / "data" / "test" / f"{name}_test.jsonl"),
-                     "train": str(train) if train.is_file() and name not in ("tfns", "ner") else None}
-    path = tmp_path / "six_tasks.json"
-    path.write_text(json.dumps(reg))
-    return path
 
 
 def err_line(capsys) -> str:

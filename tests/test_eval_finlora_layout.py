@@ -400,3 +400,15 @@ def test_results_from_build_results_pass_the_check(tmp_path):
     assert F.results_problem(res) is None
     table = F.build_table(res, PUBLISHED)
     assert any(p.startswith("sent → 4bits_r4 (run.json entry") for p in table.placements)
+
+
+def test_under_finlora_scoring_the_f1_beside_finloras_is_f1_finlora():
+    """FinLoRA prints its raw-output F1; our run under --scoring finlora stores that as f1_finlora, and sklearn's
+    f1_weighted beside it would compare two different rules."""
+    res = cls(0.5, f1=0.40)
+    res["metrics"]["f1_finlora"] = 0.62
+    standard = F.build_table(results_dict([base_row({"fpb": res})]), PUBLISHED)
+    finlora = F.build_table(results_dict([base_row({"fpb": res})], scoring="finlora"), PUBLISHED)
+    assert F.cell_texts(line(standard, "fpb", "f1_weighted"), column(standard, "base@0"))[0].startswith("0.400 ")
+    assert F.cell_texts(line(finlora, "fpb", "f1_weighted"), column(finlora, "base@0"))[0].startswith("0.620 ")
+    assert any("f1_finlora" in n for n in finlora.notes) and not any("f1_finlora" in n for n in standard.notes)

@@ -19,7 +19,7 @@ import pytest
 import eval.engine as engine
 from eval.cli import main
 from eval.discovery import discover, group_by_base
-from eval.fixtures import BUNDLED_REF, run_record
+from eval.fixtures import BUNDLED_REF, run_record, six_task_registry
 from eval.fixtures import make_fake_adapter as fake_adapter
 from eval.runner import Settings, rows_and_pairs
 from eval.tasks import load_registry, load_task_data
@@ -27,25 +27,6 @@ from lora.run_record import RunRecord
 
 TASKS = "fpb,formula"
 LIMIT = 3
-
-
-SIX_TASKS = ("fpb", "tfns", "ner", "formula", "xbrl_term", "financebench")
-
-
-def six_task_registry(tmp_path: Path) -> Path:
-    """The registry as these tests were written against (six tasks, fpb/formula/xbrl_term/financebench with
-    train files, tfns/ner without), so that tasks added to eval/tasks.json later do not change them."""
-    repo = Path(__file__).resolve().parents[1]
-    shipped = json.loads((repo / "eval" / "tasks.json").read_text())
-    reg = {}
-    for name in SIX_TASKS:
-        train = repo / "data" / "train" / f"{name}_train.jsonl"
-        reg[name] = {**{k: v for k, v in shipped[name].items() if k not in ("data", "train")},
-                     "data": str(repo / "data" / "test" / f"{name}_test.jsonl"),
-                     "train": str(train) if train.is_file() and name not in ("tfns", "ner") else None}
-    path = tmp_path / "six_tasks.json"
-    path.write_text(json.dumps(reg))
-    return path
 
 
 # ---------------------------------------------------------------- planning (pure)
