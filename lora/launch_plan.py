@@ -276,7 +276,7 @@ def decide(request: LaunchRequest, registry: Registry, entry: Entry, facts: Fact
         repo_relative(recipe_path), num_processes=facts.workers or 1, cpu=cpu,
         deepspeed_config=inputs.deepspeed_config, num_machines=request.num_machines,
         machine_rank=request.machine_rank or 0, main_process_ip=request.main_process_ip,
-        main_process_port=request.main_process_port, mixed_precision="bf16" if profile.bf16 else "no",
+        main_process_port=request.main_process_port, mixed_precision=profile.mixed_precision,
         extra_axolotl_args=tuple(_axolotl_overrides(inputs, facts.estimate, resume)) if not request.dry_run else (),
     )
     env = child_environment(facts.environ, offline=facts.offline, cpu=cpu,

@@ -29,6 +29,11 @@ class HardwareProfile(BaseModel):
     @property
     def sdp_attention(self) -> bool:
         return self.attn_implementation == "sdpa"
+
+    @property
+    def mixed_precision(self) -> str:
+        """accelerate's --mixed_precision for this profile."""
+        return "bf16" if self.bf16 else "no"
     sample_packing: bool
     gradient_checkpointing: bool
     default_zero_stage: int | None  # DeepSpeed ZeRO stage unless the entry says otherwise

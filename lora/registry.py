@@ -66,7 +66,8 @@ class Entry(BaseModel):
         'JSONL of `{"context","target"}` rows; relative to the registry file\'s folder'))
     lora_r: int = Field(ge=1, le=1024, description="LoRA rank")
     quant_bits: Literal[4, 8, 16] = Field(default=16, description=(  # FinLoRA: absent means 16-bit
-        "base weights: 4 = QLoRA (NF4, double quant), 8 = bitsandbytes int8, 16 = unquantised"))
+        "base weights: 4 = bitsandbytes 4-bit (finlora: FP4 as FinLoRA's cards trained; tuned: NF4 + double "
+        "quant), 8 = bitsandbytes int8, 16 = unquantised"))
     learning_rate: float = Field(gt=0, lt=1, description="peak learning rate")
     num_epochs: float = Field(default=1, gt=0, le=1000, description="passes over the data")
     batch_size: int = Field(default=1, ge=1, le=4096, description="axolotl's `micro_batch_size` (per device)")

@@ -91,6 +91,7 @@ def launch_command_for(profile: HardwareProfile, recipe_path: str, zero_stage: i
         num_processes=profile.num_gpus or (2 if cpu and zero_stage else 1),  # ZeRO shards across >= 2 ranks
         cpu=cpu,
         deepspeed_config=repo_relative(deepspeed_config_path(zero_stage)) if zero_stage else None,
+        mixed_precision=profile.mixed_precision,
     )
     return shlex.join(argv)
 
