@@ -58,6 +58,7 @@ REPOSITORY_ONLY = {  # path under data/ -> sha256 of FinLoRA's file at 7e1cf82 (
     "finlora/finetune_configs_multi.json": "0b143a212554b7baafd7ed4263006cd5ef1069d87d31c0068d3277c80e45b399",
     "finlora/finetune_configs_plain.json": "359f0b53e8081e5dca8a10bc963fa3c345e9d20a0a117dbf340dbbbbd494316e",
     "finlora/finetune.py": "ac2c02adacda32eb7ed5bfa99c78564b0ec7c4574ce401315b78054fe919d1c2",
+    "finlora/test_dataset.py": "24815ad458dd421f5f737bc0fab638fac35a4a20e32b2fa9d8feadbdd31e9153",
     "finlora/finetune_lora_plain.py": "cd10763636298dd8481b4e337c0470628271492c9aecdb00998af6cb678e6ddc",
 }
 
