@@ -72,17 +72,7 @@ def earliest_label(answer: str, labels: list[str] | tuple[str, ...]) -> str | No
     which changes from process to process (hash randomisation); here the longest wins, then the
     alphabetically first, so a label that contains another ("us-gaap:revenues..." vs "us-gaap:revenues",
     or any label vs the empty label) is read as the longer one every time."""
-    text = answer.lower()
-    best: tuple[int, int, str] | None = None
-    for label in labels:
-        low = label.lower()
-        start = text.find(low)
-        if start < 0:
-            continue
-        key = (start, -len(low), low)
-        if best is None or key < best:
-            best = key
-    return None if best is None else best[2]
+    return M.parse_label(answer, [label.lower() for label in labels])
 
 
 def finlora_label_scores(answers: list[str], targets: list[str]) -> tuple[dict, list[dict]]:

@@ -266,13 +266,18 @@ def score_numeric(outputs: list[str], targets: list[str], labels: list[str] | No
             "parsed": None if parsed is None else str(parsed[0]) + ("%" if parsed[1] else ""),
             "correct": numeric_correct(first_answer_line(o), _target_number(t)),
         })
-    if outputs:
+    return _accuracy_of_rows(metrics, rows, with_intervals), rows
+
+
+def _accuracy_of_rows(metrics: dict, rows: list[dict], with_intervals: bool) -> dict:
+    """Accuracy, unparsed count and its interval from per-row {parsed, correct} (numeric and exact kinds)."""
+    if rows:
         correct = [float(r["correct"]) for r in rows]
         metrics["accuracy"] = float(np.mean(correct))
         metrics["unparsed"] = sum(r["parsed"] is None for r in rows)
         if with_intervals:
             metrics["ci"] = {"accuracy": bootstrap_mean(correct)}
-    return metrics, rows
+    return metrics
 
 
 def score_text(outputs: list[str], targets: list[str], labels: list[str] | None = None,
@@ -321,10 +326,4 @@ def score_exact(outputs: list[str], targets: list[str], labels: list[str] | None
     for o, t in zip(outputs, targets, strict=True):
         answer = first_answer_line(o).strip()
         rows.append({"parsed": answer or None, "correct": exact_key(answer) == exact_key(t)})
-    if outputs:
-        correct = [float(r["correct"]) for r in rows]
-        metrics["accuracy"] = float(np.mean(correct))
-        metrics["unparsed"] = sum(r["parsed"] is None for r in rows)
-        if with_intervals:
-            metrics["ci"] = {"accuracy": bootstrap_mean(correct)}
-    return metrics, rows
+    return _accuracy_of_rows(metrics, rows, with_intervals), rows

@@ -268,12 +268,8 @@ LIGHT_PATHS = {
 }
 
 
-@pytest.mark.parametrize("name", list(LIGHT_PATHS))
-def test_light_paths_import_no_torch(tmp_path, name):
-    adapter = fake_adapter(tmp_path / "a", run=run_record("a"))
-    preds = tmp_path / "p.jsonl"
-    preds.write_text('{"output": "negative", "target": "negative"}\n')
-    argv = [a.format(adapter=adapter, preds=preds) for a in LIGHT_PATHS[name]]
+def run_in_fresh_python(argv: list[str]) -> subprocess.CompletedProcess:
+    """`python -m eval ARGV` in a new interpreter; its last stdout line is "HEAVY <heavy modules imported> RC <rc>"."""
     code = (
         "import sys\n"
         "from eval.cli import main\n"
@@ -281,8 +277,17 @@ def test_light_paths_import_no_torch(tmp_path, name):
         "heavy = sorted(m for m in ('torch', 'transformers', 'peft') if m in sys.modules)\n"
         "print('HEAVY', ','.join(heavy), 'RC', rc)\n"
     )
-    done = subprocess.run([sys.executable, "-c", code, *argv], cwd=REPO, capture_output=True, text=True, timeout=120,
+    return subprocess.run([sys.executable, "-c", code, *argv], cwd=REPO, capture_output=True, text=True, timeout=120,
                           env={"PATH": "/usr/bin:/bin", "HF_HUB_OFFLINE": "1"})
+
+
+@pytest.mark.parametrize("name", list(LIGHT_PATHS))
+def test_light_paths_import_no_torch(tmp_path, name):
+    adapter = fake_adapter(tmp_path / "a", run=run_record("a"))
+    preds = tmp_path / "p.jsonl"
+    preds.write_text('{"output": "negative", "target": "negative"}\n')
+    argv = [a.format(adapter=adapter, preds=preds) for a in LIGHT_PATHS[name]]
+    done = run_in_fresh_python(argv)
     last = done.stdout.strip().splitlines()[-1]
     assert last == "HEAVY  RC 0", (last, done.stderr[-2000:])
 
@@ -364,15 +369,7 @@ def test_report_imports_no_torch(tmp_path, argv):
     (out / "results.json").write_text(json.dumps({
         "schema": 1, "settings": {"limit": 4}, "rows": [row],
         "tasks": {"fpb": {"kind": "classification", "headline": "accuracy"}}}))
-    code = (
-        "import sys\n"
-        "from eval.cli import main\n"
-        "try:\n    rc = main(sys.argv[1:])\nexcept SystemExit as exc:\n    rc = exc.code\n"
-        "heavy = sorted(m for m in ('torch', 'transformers', 'peft') if m in sys.modules)\n"
-        "print('HEAVY', ','.join(heavy), 'RC', rc)\n"
-    )
-    done = subprocess.run([sys.executable, "-c", code, *[a.format(out=out) for a in argv]], cwd=REPO,
-                          capture_output=True, text=True, timeout=120, env={"PATH": "/usr/bin:/bin", "HF_HUB_OFFLINE": "1"})
+    done = run_in_fresh_python([a.format(out=out) for a in argv])
     assert done.stdout.strip().splitlines()[-1] == "HEAVY  RC 0", done.stderr[-2000:]
     if argv[1] != "--help":
         assert (out / "finlora_tasks.png").read_bytes()[:4] == b"\x89PNG"
