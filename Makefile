@@ -5,14 +5,24 @@ PYTHON ?= python3
 VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
+# SkyPilot (finetune.py --sky) in an environment of its own: its dependencies never touch $(VENV)
+SKY_VENV  := .venv-sky
+SKY_STAMP := $(SKY_VENV)/.installed
 MODEL  := models/base_model/smollm2-135m-instruct/config.json
 export HF_HUB_OFFLINE=1
 export HF_DATASETS_OFFLINE=1
 export AXOLOTL_DO_NOT_TRACK=1
 
-.PHONY: setup demo test test-fast lint recipes clean-demo
+.PHONY: setup setup-sky demo test test-fast lint recipes clean-demo
 
-setup: $(STAMP) $(MODEL)
+setup: $(STAMP) $(MODEL) setup-sky
+
+setup-sky: $(SKY_STAMP)
+
+$(SKY_STAMP): requirements-sky.txt
+	$(PYTHON) -m venv $(SKY_VENV)
+	$(SKY_VENV)/bin/python -m pip install -r requirements-sky.txt
+	touch $@
 
 $(STAMP): requirements.txt requirements-model.txt
 	$(PYTHON) -m venv $(VENV)

@@ -6,7 +6,9 @@
     python finetune.py sentiment_llama_3_1_8b_8bits_r8      # train on a 4xA5000 pod
     python finetune.py --config-json ../FinLoRA/lora/finetune_configs.json sentiment_llama_3_1_8b_8bits_r8
 
-One function per mode (list, plan, dry-run, train); lora/launch_plan.py decides and executes a launch.
+    python finetune.py formula_llama_3_1_8b_8bits_r8 --sky --bucket my-adapters --down   # on a rented GPU
+
+One function per mode (list, plan, dry-run, train, sky); lora/launch_plan.py decides and executes a launch.
 Bad input (unknown run, bad key, bad data, no CUDA for a GPU recipe, bad flags) is one line on stderr
 and exit code 2, before anything is written. Otherwise the exit code is the training process's own.
 """
@@ -15,10 +17,12 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import shlex
 import sys
 from pathlib import Path
 
+from lora import sky
 from lora.errors import OneLineParser, UserError
 from lora.fsutil import repo_relative
 from lora.launch_plan import (
@@ -58,6 +62,21 @@ def check_flags(args: argparse.Namespace) -> None:
         raise UserError(f"--usd-per-gpu-hour {price}: give a price of 0 or more, in US dollars")
 
 
+SKY_ONLY = ("cloud", "spot", "bucket", "store", "volume", "down")
+
+
+def check_sky_flags(args: argparse.Namespace) -> None:
+    if not args.sky:
+        given = [f"--{a}" for a in SKY_ONLY if getattr(args, a) not in (None, False)]
+        if given:
+            raise UserError(f"{given[0]} is a --sky flag: add --sky (docs/cloud.md)")
+    elif args.machine_rank is not None or args.main_process_ip or args.main_process_port:
+        raise UserError("--sky takes --num-machines and --gpus; SkyPilot supplies each machine's rank and the "
+                        "main machine's address (docs/cloud.md)")
+    elif args.plan or args.list or args.fresh:
+        raise UserError("--sky launches on a rented machine; --plan, --list and --fresh are commands of their own")
+
+
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = OneLineParser(
         prog="finetune.py",
@@ -82,10 +101,24 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--machine-rank", type=int, help="this machine's rank (0 = main) in a multi-node run")
     p.add_argument("--main-process-ip", help="IP of the rank-0 machine in a multi-node run")
     p.add_argument("--main-process-port", type=int, help="port on the rank-0 machine (default 29500)")
+    rented = p.add_argument_group("rented GPUs through SkyPilot (docs/cloud.md)")
+    rented.add_argument("--sky", action="store_true",
+                        help="write recipes/<name>.sky.yaml and launch it with SkyPilot (with --dry-run: write only)")
+    rented.add_argument("--cloud", help="with --sky: runpod, lambda, vast, aws, gcp, azure, kubernetes, … "
+                                        "(SkyPilot's infra, cloud[/region]; default: the cheapest it finds)")
+    rented.add_argument("--spot", action="store_true",
+                        help="with --sky: a managed spot job (preemption: new machine, same command, resumes)")
+    rented.add_argument("--bucket", help="with --sky: bucket that keeps the adapters and checkpoints")
+    rented.add_argument("--store", choices=sky.STORES, help="with --bucket: its object store (default: the cloud's)")
+    rented.add_argument("--volume", help="with --sky: SkyPilot volume that keeps the adapters (instead of --bucket)")
+    rented.add_argument("--down", action="store_true",
+                        help="with --sky: delete the machine when training ends (default: after 30 idle minutes, "
+                             "deleted with --bucket/--volume, else stopped with its disk)")
     p.add_argument("--recipes-dir", type=Path, default=DEFAULT_RECIPES_DIR, help=argparse.SUPPRESS)
     p.add_argument("--adapters-dir", type=Path, default=DEFAULT_ADAPTERS_DIR, help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     check_flags(args)
+    check_sky_flags(args)
     if args.run_name and args.name and args.run_name != args.name:
         p.error("give the run name once (positional or --run_name)")
     args.name = args.name or args.run_name
@@ -147,6 +180,19 @@ def train_mode(registry: Registry, request: LaunchRequest) -> int:
         return execute(plan, lock)
 
 
+def sky_mode(registry: Registry, request: LaunchRequest, args: argparse.Namespace) -> int:
+    """Everything is checked before the task file is written; a launch needs SkyPilot, a dry run does not."""
+    entry = entry_for(registry, request)
+    sky_request = sky.SkyRequest(
+        name=request.name, cloud=args.cloud, spot=args.spot, num_machines=args.num_machines, gpus=args.gpus,
+        zero=args.zero, down=args.down, bucket=args.bucket, store=args.store, volume=args.volume, dry_run=args.dry_run,
+        config_json=args.config_json, recipes_dir=args.recipes_dir,
+    )
+    task = sky.sky_inputs(registry, entry, sky_request, dict(os.environ))
+    executable = None if args.dry_run else sky.find_sky()
+    return sky.launch(task, executable, dict(os.environ))
+
+
 def main(argv: list[str] | None = None) -> int:
     try:
         args = parse_args(argv)
@@ -154,6 +200,8 @@ def main(argv: list[str] | None = None) -> int:
         if args.list:
             return list_mode(registry)
         request = request_from_args(args)
+        if args.sky:
+            return sky_mode(registry, request, args)
         if args.plan:
             return plan_mode(registry, request, args.json, args.usd_per_gpu_hour)
         if args.dry_run:
