@@ -133,6 +133,8 @@ def test_task_header_resources_disk_and_setup(tmp_path, capsys):
     assert task["resources"]["disk_size"] == sky.disk_estimate(8_030_261_248, 4_718_592)[0] == 72
     assert task["file_mounts"]["/outputs"] == {"name": "my-adapters", "mode": "MOUNT_CACHED", "persistent": True}
     assert "requirements.txt requirements-gpu.txt" in task["setup"] and "requirements-model.txt" not in task["setup"]
+    for script in (task["setup"], task["run"]):  # shell syntax, checked without running anything
+        assert subprocess.run(["bash", "-n", "-c", script], capture_output=True).returncode == 0, script
     assert "command: sky launch" in out and "--secret" not in out
 
 
