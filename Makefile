@@ -5,7 +5,8 @@ PYTHON ?= python3
 VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
-# SkyPilot (finetune.py --sky) in an environment of its own: its dependencies never touch $(VENV)
+# SkyPilot (finetune.py --sky) in an environment of its own: its dependencies never touch $(VENV).
+# `make setup-sky` builds it; the tests need it (they parse every rendered task with SkyPilot's own parser).
 SKY_VENV  := .venv-sky
 SKY_STAMP := $(SKY_VENV)/.installed
 MODEL  := models/base_model/smollm2-135m-instruct/config.json
@@ -15,7 +16,7 @@ export AXOLOTL_DO_NOT_TRACK=1
 
 .PHONY: setup setup-sky demo test test-fast lint recipes clean-demo
 
-setup: $(STAMP) $(MODEL) setup-sky
+setup: $(STAMP) $(MODEL)
 
 setup-sky: $(SKY_STAMP)
 
@@ -37,10 +38,10 @@ demo: setup
 	$(PY) finetune.py sentiment_smollm2_cpu
 	$(PY) -m eval lora_adapters/sentiment_smollm2_cpu --tasks fpb --out eval_results/demo
 
-test: setup lint
+test: setup setup-sky lint
 	$(PY) -m pytest -q
 
-test-fast: setup lint
+test-fast: setup setup-sky lint
 	$(PY) -m pytest -q -m "not slow"
 
 lint: setup

@@ -5,7 +5,7 @@
     python finetune.py formula_llama_3_1_8b_8bits_r8 --sky --spot --bucket my-adapters --store s3
     python finetune.py formula_llama_3_1_8b_8bits_r8 --sky --num-machines 2 --volume my-pvc --cloud kubernetes
 
-SkyPilot (its own environment, `.venv-sky`, from `make setup`; requirements-sky.txt) rents the machine, syncs
+SkyPilot (its own environment, `.venv-sky`, from `make setup-sky`; requirements-sky.txt) rents the machine, syncs
 the repository, runs `setup` and then `python finetune.py NAME` there, which is the ordinary launch
 (lock, auto-resume, run.json). Decide, then do: `sky_inputs` gathers the facts, `render_sky_task` and
 `build_sky_command` are pure, `launch` writes `recipes/<name>.sky.yaml` and runs the command through
@@ -37,7 +37,7 @@ from lora.render import DEFAULT_REGISTRY, TEMPLATES_DIR, comment_text, yaml_scal
 SKY_TEMPLATE = "skypilot.yaml.j2"
 SKY_VENV = REPO_ROOT / ".venv-sky"
 SKY_VERSION = "0.14.1"  # requirements-sky.txt; the template's keys are checked against this release
-INSTALL_HINT = "make setup   (builds .venv-sky with skypilot from requirements-sky.txt)"
+INSTALL_HINT = "make setup-sky   (builds .venv-sky with skypilot from requirements-sky.txt)"
 
 # SkyPilot's accelerator names (`sky show-gpus`) for our profiles' GPUs.
 SKY_ACCELERATORS = {"RTX A5000": "RTXA5000"}

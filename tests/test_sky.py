@@ -1,6 +1,6 @@
 """`finetune.py NAME --sky`: SkyPilot tasks parse with SkyPilot's own parser, argv, run block, bad input, secrets.
 
-    .venv/bin/python -m pytest tests/test_sky.py -q      # the parse test needs .venv-sky (make setup)
+    .venv/bin/python -m pytest tests/test_sky.py -q      # the parse test needs .venv-sky (make setup-sky)
 
 SkyPilot never enters the project venv: the parse test runs .venv-sky/bin/python in a subprocess.
 No test launches anything: `run_child` and `find_sky` are patched wherever a launch is asked for.
@@ -81,7 +81,7 @@ def sky_argv(name: str, recipes: Path, *flags: str) -> list[str]:
 # ---------------------------------------------------------------- SkyPilot's own parser
 
 
-@pytest.mark.skipif(not SKY_PYTHON.is_file(), reason="no .venv-sky: run `make setup` (builds it from requirements-sky.txt)")
+@pytest.mark.skipif(not SKY_PYTHON.is_file(), reason="no .venv-sky: run `make setup-sky` (builds it from requirements-sky.txt)")
 def test_every_gpu_entry_renders_a_task_skypilot_parses(tmp_path, capsys):
     paths = {}
     for variant, flags in VARIANTS.items():
@@ -289,7 +289,7 @@ def test_without_skypilot_installed(tmp_path, monkeypatch, capsys):
     monkeypatch.setattr(sky, "SKY_VENV", tmp_path / "no-venv-sky")
     code = cli.main(sky_argv(TRAINABLE, tmp_path / "recipes", "--bucket", "my-adapters"))
     err = capsys.readouterr().err
-    assert code == 2 and "make setup" in err and "skypilot==0.14.1" in err and len(err.strip().splitlines()) == 1
+    assert code == 2 and "make setup-sky" in err and "skypilot==0.14.1" in err and len(err.strip().splitlines()) == 1
     assert not (tmp_path / "recipes").exists()
 
 
