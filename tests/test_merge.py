@@ -190,7 +190,7 @@ def test_failed_verification_exits_1_and_keeps_nothing_even_with_force(tmp_path,
     assert sorted(p.name for p in tmp_path.iterdir()) == ["m", "runs"]
 
 
-@pytest.mark.parametrize("variant", [pytest.param("dora", marks=pytest.mark.slow), "rslora"])
+@pytest.mark.parametrize("variant", ["dora", "rslora"])
 def test_dora_and_rslora_merge_to_the_adapters_logits(adapters, variant, tmp_path):
     import torch
 
@@ -217,7 +217,6 @@ def test_dora_and_rslora_merge_to_the_adapters_logits(adapters, variant, tmp_pat
         assert (base - want).abs().max().item() > 1e-1  # the adapter moves the logits far more than the merge error
 
 
-@pytest.mark.slow
 def test_4bit_trained_adapter_is_merged_into_the_full_precision_base(tmp_path):
     from eval.fixtures import make_tiny_adapter
 
