@@ -26,10 +26,12 @@ class Loaded:
     load_seconds: float
 
 
-def load_base(path: str, quant: int | None = None) -> Loaded:
+def load_base(path: str, quant: int | None = None, dtype=None) -> Loaded:
     """Load tokenizer + model from a local folder, never the hub. quant: None = full precision on CPU
     (fp32: CPU half-precision matmuls are slow) or the checkpoint's dtype on CUDA; 16 = bf16 (fp16 where
-    bf16 is unsupported); 4/8 = bitsandbytes, as a 4/8-bit QLoRA base is loaded for training."""
+    bf16 is unsupported); 4/8 = bitsandbytes, as a 4/8-bit QLoRA base is loaded for training.
+    dtype (a torch dtype, quant None only) overrides the full-precision choice: lora/merge.py merges in fp32
+    on any device."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     t0 = time.monotonic()
@@ -48,7 +50,7 @@ def load_base(path: str, quant: int | None = None) -> Loaded:
     elif quant == 16:
         kwargs["dtype"] = torch.bfloat16 if (not cuda or torch.cuda.is_bf16_supported()) else torch.float16
     else:
-        kwargs["dtype"] = "auto" if cuda else torch.float32
+        kwargs["dtype"] = dtype if dtype is not None else ("auto" if cuda else torch.float32)
     tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True, trust_remote_code=False)
     model = AutoModelForCausalLM.from_pretrained(path, **kwargs)
     if "device_map" not in kwargs:
@@ -245,10 +247,13 @@ class GenStats:
 
 
 def generate(model, tokenizer, prompts: list[str], max_new_tokens: int, stop_at_newline: bool,
-             batch_size: int, progress=None) -> tuple[list[str], GenStats]:
-    """Greedy outputs (new text only, special tokens dropped) in the order of `prompts`."""
+             batch_size: int, progress=None, streamer=None) -> tuple[list[str], GenStats]:
+    """Greedy outputs (new text only, special tokens dropped) in the order of `prompts`. streamer (one
+    prompt only; lora/infer.py --chat): a transformers streamer that receives the tokens as they come."""
     from transformers import GenerationConfig, StoppingCriteriaList
 
+    if streamer is not None and len(prompts) != 1:
+        raise ValueError("a streamer follows one prompt at a time")
     t0 = time.monotonic()
     device = next(model.parameters()).device
     window = getattr(model.config, "max_position_embeddings", None)
@@ -273,7 +278,7 @@ def generate(model, tokenizer, prompts: list[str], max_new_tokens: int, stop_at_
         with torch.inference_mode():
             out = model.generate(
                 input_ids=ids.to(device), attention_mask=mask.to(device), generation_config=config,
-                stopping_criteria=criteria,
+                stopping_criteria=criteria, streamer=streamer,
             )
         for r, i in enumerate(batch):
             row = out[r, width:].tolist()

@@ -66,8 +66,12 @@ def make_fake_adapter(folder: Path, base: str = BUNDLED_REF, run: RunRecord | No
 
 def make_tiny_adapter(out_dir: Path | str, base_path: Path | str | None = None, seed: int = 0, r: int = 4,
                       scale: float = 0.02, prompt_format: str | None = "chatml", status: str = "complete",
-                      name: str | None = None) -> Path:
-    """Write adapter_config.json + adapter_model.safetensors (+ run.json unless prompt_format is None)."""
+                      name: str | None = None, target_modules: tuple[str, ...] = ("q_proj", "v_proj"),
+                      use_dora: bool = False, use_rslora: bool = False, quant_bits: int | None = None) -> Path:
+    """Write adapter_config.json + adapter_model.safetensors (+ run.json unless prompt_format is None).
+    use_dora / use_rslora: the peft variants FinLoRA trains (DoRA's magnitude vector is perturbed too, so a
+    merge that ignored it would show). quant_bits: written into run.json's entry as training writes it
+    (the weights are the same; lora/merge.py then takes the 4/8-bit base as the reference)."""
     import torch
     from peft import LoraConfig, get_peft_model
     from transformers import AutoModelForCausalLM
@@ -78,14 +82,16 @@ def make_tiny_adapter(out_dir: Path | str, base_path: Path | str | None = None, 
         base_path = ensure_base_model(quiet=True)
     out_dir = Path(out_dir)
     model = AutoModelForCausalLM.from_pretrained(str(base_path), local_files_only=True, dtype=torch.float32)
-    config = LoraConfig(r=r, lora_alpha=2 * r, target_modules=["q_proj", "v_proj"], lora_dropout=0.0,
-                        task_type="CAUSAL_LM")
+    config = LoraConfig(r=r, lora_alpha=2 * r, target_modules=list(target_modules), lora_dropout=0.0,
+                        task_type="CAUSAL_LM", use_dora=use_dora, use_rslora=use_rslora)
     peft_model = get_peft_model(model, config)
     gen = torch.Generator().manual_seed(seed)
     with torch.no_grad():
         for pname, param in peft_model.named_parameters():
             if "lora_B" in pname:
                 param.copy_(torch.randn(param.shape, generator=gen) * scale)
+            elif "lora_magnitude_vector" in pname:
+                param.mul_(1 + torch.randn(param.shape, generator=gen) * scale)
     peft_model.save_pretrained(str(out_dir))
     # run.json writes the base as the training side does: relative to the repo root when inside it.
     base_ref = repo_relative(base_path, REPO_ROOT)
@@ -94,7 +100,8 @@ def make_tiny_adapter(out_dir: Path | str, base_path: Path | str | None = None, 
     cfg["base_model_name_or_path"] = base_ref
     write_json_atomic(cfg_path, cfg)
     if prompt_format is not None:
-        run_record(name or out_dir.name, status, prompt_format, base_ref, entry={"fixture": True, "seed": seed}).write(out_dir)
+        entry = {"fixture": True, "seed": seed, **({"quant_bits": quant_bits} if quant_bits else {})}
+        run_record(name or out_dir.name, status, prompt_format, base_ref, entry=entry).write(out_dir)
     return out_dir
 
 
