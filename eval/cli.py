@@ -22,7 +22,7 @@ import sys
 import warnings
 from pathlib import Path
 
-from lora.errors import OneLineParser, UserError
+from lora.errors import OneLineParser, UserError, did_you_mean
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -97,15 +97,13 @@ def build_report_parser() -> argparse.ArgumentParser:
 
 
 def report_main(argv: list[str]) -> int:
-    import difflib
     import importlib
 
     from lora.files import check_writable_dir, user_path
 
     args = build_report_parser().parse_args(argv)
     if args.layout not in REPORT_LAYOUTS:
-        close = difflib.get_close_matches(args.layout, list(REPORT_LAYOUTS), n=3, cutoff=0.5)
-        hint = f"; did you mean {' or '.join(repr(c) for c in close)}?" if close else ""
+        hint = did_you_mean(args.layout, REPORT_LAYOUTS, cutoff=0.5)
         raise UserError(f"unknown layout {args.layout!r}{hint} (known: {', '.join(REPORT_LAYOUTS)})")
     layout = importlib.import_module(REPORT_LAYOUTS[args.layout][0])
     out = user_path(args.out, "OUT")

@@ -20,10 +20,10 @@ What FinLoRA does, and what each function here reproduces (docs/eval.md, "FinLoR
 """
 from __future__ import annotations
 
-import difflib
 import math
 
 from eval import metrics as M
+from lora.errors import did_you_mean
 
 SCORING_MODES = ("standard", "finlora")
 ANSWER_CUE = "Answer:"  # FinLoRA's inference(..., delimiter="Answer:")
@@ -35,8 +35,7 @@ def scoring_mode(value: str) -> str:
 
     if value in SCORING_MODES:
         return value
-    close = difflib.get_close_matches(value, SCORING_MODES, n=2, cutoff=0.5)
-    hint = f"; did you mean {' or '.join(repr(c) for c in close)}?" if close else ""
+    hint = did_you_mean(value, SCORING_MODES, n=2, cutoff=0.5)
     raise argparse.ArgumentTypeError(f"unknown scoring {value!r} (one of {', '.join(SCORING_MODES)}){hint}")
 
 

@@ -8,7 +8,6 @@ A registry is a JSON object of task name -> entry (keys of TaskEntry below); top
 """
 from __future__ import annotations
 
-import difflib
 import re
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -16,7 +15,7 @@ from pathlib import Path
 from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr, ValidationError
 
 from eval.kinds import ENCODER_HEADLINE, FINLORA_KINDS, KINDS, Kind
-from lora.errors import UserError
+from lora.errors import UserError, did_you_mean
 from lora.files import read_json, require_file, unique_keys, user_path
 from lora.fsutil import repo_relative, sha256_file
 from lora.jsonl import read_jsonl
@@ -74,16 +73,12 @@ class Task:
     spec: dict = field(default_factory=dict, compare=False, hash=False)  # the registry entry as written
 
 
-def _did_you_mean(word: str, choices) -> str:
-    close = difflib.get_close_matches(word, list(choices), n=3, cutoff=0.6)
-    return f"; did you mean {' or '.join(repr(c) for c in close)}?" if close else ""
-
 
 def _entry_error(err: dict) -> str:
     key = ".".join(str(p) for p in err["loc"]) or "(entry)"
     if err["type"] == "extra_forbidden":
         fields = FinloraRule.model_fields if len(err["loc"]) > 1 and err["loc"][0] == "finlora" else TaskEntry.model_fields
-        return f"unknown key {key!r}{_did_you_mean(str(err['loc'][-1]), fields)}"
+        return f"unknown key {key!r}{did_you_mean(str(err['loc'][-1]), fields)}"
     if err["type"] == "missing":
         return f"missing required key {key!r}"
     return f"key {key!r}: {err['msg']}"
@@ -111,7 +106,7 @@ def parse_entry(name: str, raw: object, base_dir: Path, source: str) -> Task:
     kind = KINDS.get(entry.kind)
     if kind is None:
         raise UserError(f"{where}: key 'kind': must be one of {', '.join(KINDS)}, got {entry.kind!r}"
-                        f"{_did_you_mean(entry.kind, KINDS)}")
+                        f"{did_you_mean(entry.kind, KINDS)}")
     labels = None
     if entry.labels is not None:
         if not kind.has_labels:
@@ -124,7 +119,7 @@ def parse_entry(name: str, raw: object, base_dir: Path, source: str) -> Task:
     if entry.finlora is not None:
         if entry.finlora.scorer not in FINLORA_KINDS:
             raise UserError(f"{where}: key 'finlora.scorer': must be one of {', '.join(FINLORA_KINDS)}, "
-                            f"got {entry.finlora.scorer!r}{_did_you_mean(entry.finlora.scorer, FINLORA_KINDS)}")
+                            f"got {entry.finlora.scorer!r}{did_you_mean(entry.finlora.scorer, FINLORA_KINDS)}")
         finlora = Finlora(KINDS[entry.finlora.scorer], entry.finlora.max_new_tokens)
     if headline not in kind.metrics:
         raise UserError(f"{where}: key 'headline': must be one of {', '.join(kind.metrics)}, got {headline!r}")
@@ -133,7 +128,7 @@ def parse_entry(name: str, raw: object, base_dir: Path, source: str) -> Task:
 
         if entry.prompt_format not in PROMPT_FORMATS:
             raise UserError(f"{where}: key 'prompt_format': unknown {entry.prompt_format!r} "
-                            f"(known: {', '.join(PROMPT_FORMATS)}){_did_you_mean(entry.prompt_format, PROMPT_FORMATS)}")
+                            f"(known: {', '.join(PROMPT_FORMATS)}){did_you_mean(entry.prompt_format, PROMPT_FORMATS)}")
     data = _resolve(entry.data, base_dir, f"{where}: data")
     train = _resolve(entry.train, base_dir, f"{where}: train") if entry.train is not None else None
     return Task(
@@ -189,7 +184,7 @@ def select_tasks(registry: dict[str, Task], names: list[str] | None) -> list[Tas
         return list(registry.values())
     unknown = [n for n in names if n not in registry]
     if unknown:
-        hint = _did_you_mean(unknown[0], registry)
+        hint = did_you_mean(unknown[0], registry)
         raise UserError(f"unknown task {', '.join(unknown)}{hint} (known tasks: {', '.join(registry)})")
     return [registry[n] for n in dict.fromkeys(names)]
 

@@ -9,6 +9,7 @@ having written nothing. A message is one line: `one_line` folds whatever a libra
 from __future__ import annotations
 
 import argparse
+import difflib
 
 
 class UserError(Exception):
@@ -25,6 +26,12 @@ def one_line(text: str, limit: int = 600) -> str:
     parts = [p.strip() for p in str(text).splitlines() if p.strip()]
     joined = "; ".join(parts)
     return joined if len(joined) <= limit else joined[: limit - 1] + "…"
+
+
+def did_you_mean(word: str, choices, n: int = 3, cutoff: float = 0.6) -> str:
+    """"; did you mean 'a' or 'b'?" for the close matches of word among choices, or "" when none is close."""
+    close = difflib.get_close_matches(word, list(choices), n=n, cutoff=cutoff)
+    return f"; did you mean {' or '.join(repr(c) for c in close)}?" if close else ""
 
 
 class OneLineParser(argparse.ArgumentParser):

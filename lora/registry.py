@@ -12,7 +12,6 @@ typos), and the CLI exits 2 before anything is written.
 """
 from __future__ import annotations
 
-import difflib
 import json
 import re
 from pathlib import Path
@@ -21,7 +20,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from lora.defaults import DEFAULTS_SETS, Resolved, resolve
-from lora.errors import UserError
+from lora.errors import UserError, did_you_mean
 from lora.files import read_json, stat_kind, unique_keys, user_path
 from lora.jsonl import is_text
 from lora.names import check_name
@@ -123,14 +122,14 @@ class Entry(BaseModel):
     def _known_defaults(cls, v: str) -> str:
         if v not in DEFAULTS_SETS:
             raise ValueError(f"unknown defaults set {v!r}; known: {', '.join(DEFAULTS_SETS)}"
-                             f"{_did_you_mean(v, DEFAULTS_SETS)}")
+                             f"{did_you_mean(v, DEFAULTS_SETS)}")
         return v
 
     @field_validator("optimizer")
     @classmethod
     def _known_optimizer(cls, v: str | None) -> str | None:
         if v is not None and v not in OPTIMIZERS:
-            raise ValueError(f"unknown optimizer {v!r}; known: {', '.join(OPTIMIZERS)}{_did_you_mean(v, OPTIMIZERS)}")
+            raise ValueError(f"unknown optimizer {v!r}; known: {', '.join(OPTIMIZERS)}{did_you_mean(v, OPTIMIZERS)}")
         return v
 
     @field_validator("base_model")
@@ -145,7 +144,7 @@ class Entry(BaseModel):
     @classmethod
     def _known_profile(cls, v: str) -> str:
         if v not in PROFILES:
-            raise ValueError(f"unknown profile {v!r}; known: {', '.join(PROFILES)}{_did_you_mean(v, PROFILES)}")
+            raise ValueError(f"unknown profile {v!r}; known: {', '.join(PROFILES)}{did_you_mean(v, PROFILES)}")
         return v
 
     @field_validator("prompt_format")
@@ -153,7 +152,7 @@ class Entry(BaseModel):
     def _known_prompt_format(cls, v: str | None) -> str | None:
         if v is not None and v not in PROMPT_FORMATS:
             raise ValueError(
-                f"unknown prompt format {v!r}; known: {', '.join(PROMPT_FORMATS)}{_did_you_mean(v, PROMPT_FORMATS)}"
+                f"unknown prompt format {v!r}; known: {', '.join(PROMPT_FORMATS)}{did_you_mean(v, PROMPT_FORMATS)}"
             )
         return v
 
@@ -244,7 +243,7 @@ class Registry(BaseModel):
         check_name(name, "run name")
         if name not in self.entries:
             raise UserError(
-                f"unknown run {name!r}{_did_you_mean(name, self.entries)}; "
+                f"unknown run {name!r}{did_you_mean(name, self.entries)}; "
                 f"`python finetune.py --list` shows the {len(self.entries)} runs in {self.path.name}"
             )
         return self.entries[name]
@@ -265,16 +264,12 @@ def is_local_model_ref(base_model: str) -> bool:
     return base_model.startswith(("./", "../", "/", "~"))
 
 
-def _did_you_mean(word: str, choices) -> str:
-    close = difflib.get_close_matches(word, list(choices), n=3, cutoff=0.6)
-    return f"; did you mean {' or '.join(repr(c) for c in close)}?" if close else ""
-
 
 def _describe_error(name: str, err: dict) -> str:
     loc = ".".join(str(p) for p in err["loc"])
     key = str(err["loc"][0]) if err["loc"] else ""
     if err["type"] == "extra_forbidden":
-        return f"entry {name!r}: unknown key {loc!r}{_did_you_mean(key, Entry.model_fields)}"
+        return f"entry {name!r}: unknown key {loc!r}{did_you_mean(key, Entry.model_fields)}"
     if err["type"] == "missing":
         return f"entry {name!r}: missing required key {loc!r}"
     msg = err["msg"].removeprefix("Value error, ")
