@@ -20,6 +20,7 @@ from pathlib import Path
 
 from lora.errors import UserError
 from lora.fsutil import REPO_ROOT
+from lora.registry import variant_name
 
 # ---------------------------------------------------------------- FinLoRA's published table, as data
 
@@ -187,7 +188,7 @@ class Method:
 
 
 def variant_from_entry(entry) -> str | None:
-    """The variant the training entry names (the rule of lora/registry.py Entry.variant), or None when the
+    """The variant the training entry names (lora/registry.py variant_name, Entry.variant's rule), or None when the
     entry does not say (no run.json, or keys of the wrong type)."""
     if not isinstance(entry, dict):
         return None
@@ -197,8 +198,7 @@ def variant_from_entry(entry) -> str | None:
         return None
     if not isinstance(dora, bool) or not isinstance(rslora, bool):
         return None
-    suffix = "_dora" if dora else "_rslora" if rslora else ""  # Entry.variant: DoRA wins when both are set
-    return f"{'fp16' if bits == 16 else f'{bits}bits'}_r{r}{suffix}"
+    return variant_name(bits, r, dora, rslora)
 
 
 def variant_from_name(text: str) -> str | None:

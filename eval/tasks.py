@@ -16,7 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr, Validat
 
 from eval.kinds import ENCODER_HEADLINE, FINLORA_KINDS, KINDS, Kind
 from lora.errors import UserError, did_you_mean
-from lora.files import read_json, require_file, unique_keys, user_path
+from lora.files import read_json, require_file, unique_keys, user_path, user_path_in
 from lora.fsutil import repo_relative, sha256_file
 from lora.jsonl import read_jsonl
 
@@ -129,18 +129,13 @@ def parse_entry(name: str, raw: object, base_dir: Path, source: str) -> Task:
         if entry.prompt_format not in PROMPT_FORMATS:
             raise UserError(f"{where}: key 'prompt_format': unknown {entry.prompt_format!r} "
                             f"(known: {', '.join(PROMPT_FORMATS)}){did_you_mean(entry.prompt_format, PROMPT_FORMATS)}")
-    data = _resolve(entry.data, base_dir, f"{where}: data")
-    train = _resolve(entry.train, base_dir, f"{where}: train") if entry.train is not None else None
+    data = user_path_in(entry.data, base_dir, f"{where}: data")
+    train = user_path_in(entry.train, base_dir, f"{where}: train") if entry.train is not None else None
     return Task(
         name=name, data=data, train=train, kind=kind,
         max_new_tokens=entry.max_new_tokens or kind.max_new_tokens, headline=headline, labels=labels,
         prompt_format=entry.prompt_format, description=entry.description, finlora=finlora, spec=dict(raw),
     )
-
-
-def _resolve(path: str, base_dir: Path, what: str) -> Path:
-    p = user_path(path, what)
-    return p if p.is_absolute() else (base_dir / p).resolve()
 
 
 def parse_registry(raw: object, base_dir: Path, source: str) -> dict[str, Task]:

@@ -46,6 +46,12 @@ def user_path(text: str | Path, what: str) -> Path:
         raise UserError(f"{what} {text}: {exc}") from None
 
 
+def user_path_in(text: str, folder: Path, what: str) -> Path:
+    """user_path, a relative one taken relative to `folder` (a registry file's folder, as FinLoRA does)."""
+    p = user_path(text, what)
+    return p if p.is_absolute() else (folder / p).resolve()
+
+
 def stat_kind(path: Path, what: str) -> str:
     """'file', 'dir', 'other' or 'missing'; UserError for a path the OS refuses to look at."""
     try:

@@ -117,7 +117,7 @@ def check_request(request: LaunchRequest, entry: Entry) -> None:
         cores = os.cpu_count() or 1
         if request.cpu_processes > cores:
             raise UserError(f"--cpu-processes {request.cpu_processes}: this machine has {cores} CPU core(s)")
-        stage = entry.zero_stage_resolved
+        stage = entry.resolved.zero_stage
         if stage is not None and request.cpu_processes < 2:
             raise UserError(f"zero_stage {stage} on a cpu entry shards across processes: add --cpu-processes 2 "
                             "(or more), or remove zero_stage / --zero")

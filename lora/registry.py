@@ -21,7 +21,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from lora.defaults import DEFAULTS_SETS, Resolved, resolve
 from lora.errors import UserError, did_you_mean
-from lora.files import read_json, stat_kind, unique_keys, user_path
+from lora.files import read_json, stat_kind, unique_keys, user_path, user_path_in
 from lora.jsonl import is_text
 from lora.names import check_name
 from lora.profiles import PROFILES
@@ -182,7 +182,7 @@ class Entry(BaseModel):
                 f"{self.warmup_ratio}); FinLoRA's cards use warmup_steps 10"
             )
         profile = PROFILES[self.profile]
-        stage = self.zero_stage_resolved
+        stage = self.resolved.zero_stage
         if stage is not None and profile.accelerator == "cpu" and self.quant_bits != 16:
             # ZeRO on CPU processes is measured for 16-bit bases only (docs/distributed.md)
             raise ValueError(
@@ -212,19 +212,15 @@ class Entry(BaseModel):
         return resolve(self)
 
     @property
-    def sample_packing_resolved(self) -> bool:
-        return self.resolved.sample_packing
-
-    @property
-    def zero_stage_resolved(self) -> int | None:
-        return self.resolved.zero_stage
-
-    @property
     def variant(self) -> str:
-        """FinLoRA's adapter-folder naming: 8bits_r8, 4bits_r4, 8bits_r8_dora, fp16_r8 …"""
-        bits = "fp16" if self.quant_bits == 16 else f"{self.quant_bits}bits"
-        suffix = "_dora" if self.peft_use_dora else "_rslora" if self.peft_use_rslora else ""
-        return f"{bits}_r{self.lora_r}{suffix}"
+        return variant_name(self.quant_bits, self.lora_r, self.peft_use_dora, self.peft_use_rslora)
+
+
+def variant_name(quant_bits: int, lora_r: int, dora: bool, rslora: bool) -> str:
+    """FinLoRA's adapter-folder naming: 8bits_r8, 4bits_r4, 8bits_r8_dora, fp16_r8 … (DoRA wins over rsLoRA)."""
+    bits = "fp16" if quant_bits == 16 else f"{quant_bits}bits"
+    suffix = "_dora" if dora else "_rslora" if rslora else ""
+    return f"{bits}_r{lora_r}{suffix}"
 
 
 class Registry(BaseModel):
@@ -250,8 +246,7 @@ class Registry(BaseModel):
 
     def resolve_path(self, path: str) -> Path:
         """Relative dataset paths are relative to the registry file's folder (as in FinLoRA)."""
-        p = user_path(path, "path")
-        return p if p.is_absolute() else (self.folder / p).resolve()
+        return user_path_in(path, self.folder, "path")
 
     def resolve_base_model(self, entry: Entry) -> str:
         """A local folder (./…, ../…, /…, ~…) resolves like a dataset path; anything else is a hub id."""
