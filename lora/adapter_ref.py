@@ -17,15 +17,16 @@ from pathlib import Path
 
 from eval.adapter_tasks import Family, family_of
 from eval.discovery import ADAPTER_CONFIG, check_weights, resolve_base
+from lora import outputs
 from lora.errors import UserError
 from lora.files import read_json, user_path
 from lora.fsutil import REPO_ROOT, repo_relative, sha256_file
 from lora.names import check_name
+from lora.outputs import CHECKPOINT, checkpoint_step
 from lora.prompts import PROMPT_FORMATS
 from lora.run_record import RUN_JSON, RunRecord
 
 ADAPTERS_DIR = REPO_ROOT / "lora_adapters"
-CHECKPOINT = re.compile(r"checkpoint-(\d+)")
 
 
 @dataclass(frozen=True)
@@ -65,13 +66,9 @@ def adapter_folder(arg: str, adapters_dir: Path = ADAPTERS_DIR) -> Path:
 
 
 def checkpoints(run_dir: Path) -> list[tuple[int, Path]]:
-    """checkpoint-<step> folders holding adapter weights, oldest first."""
-    found = []
-    for d in run_dir.glob("checkpoint-*"):
-        m = CHECKPOINT.fullmatch(d.name)
-        if m and d.is_dir() and (d / ADAPTER_CONFIG).is_file() and check_weights(d) is None:
-            found.append((int(m.group(1)), d))
-    return sorted(found)
+    """(step, folder) of the checkpoints holding a loadable adapter, oldest first."""
+    return [(checkpoint_step(d), d) for d in outputs.checkpoints(run_dir)
+            if (d / ADAPTER_CONFIG).is_file() and check_weights(d) is None]
 
 
 def pick_checkpoint(run_dir: Path, wanted: str) -> Path:

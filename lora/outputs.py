@@ -9,6 +9,7 @@ weights is a finished adapter; the eval package refuses anything else.
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 from pathlib import Path
 
@@ -16,6 +17,7 @@ from lora.fsutil import REPO_ROOT, adapter_weights, library_versions, sha256_fil
 from lora.run_record import DatasetRecord, GitRecord, PromptFormatRecord, RunRecord, portable_path
 
 LOSS_PNG = "loss.png"
+CHECKPOINT = re.compile(r"checkpoint-(\d+)")  # the Trainer's checkpoint-<global step> folders
 LIBRARIES = ("torch", "transformers", "peft", "accelerate", "axolotl", "datasets", "trl", "bitsandbytes", "deepspeed")
 __all__ = ["adapter_weights", "start_record", "finish_record", "complete_checkpoints", "plot_loss"]
 
@@ -55,9 +57,14 @@ def finish_record(record: RunRecord, *, status: str, exit_code: int, output_dir:
     return record.model_copy(update=update)
 
 
+def checkpoint_step(path: Path) -> int:
+    return int(CHECKPOINT.fullmatch(path.name).group(1))
+
+
 def checkpoints(output_dir: Path) -> list[Path]:
-    found = [p for p in output_dir.glob("checkpoint-*") if p.name.split("-")[-1].isdigit()]
-    return sorted(found, key=lambda p: int(p.name.split("-")[-1]))
+    """checkpoint-<step> folders, oldest first."""
+    found = [p for p in output_dir.glob("checkpoint-*") if CHECKPOINT.fullmatch(p.name) and p.is_dir()]
+    return sorted(found, key=checkpoint_step)
 
 
 def complete_checkpoints(output_dir: Path) -> list[Path]:
