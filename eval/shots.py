@@ -23,6 +23,7 @@ import hashlib
 import json
 import random
 from dataclasses import dataclass, field
+from functools import cached_property
 
 from eval.tasks import Task, TaskData
 from lora.errors import UserError
@@ -54,15 +55,11 @@ class TaskShots:
 
     def context(self, row: dict) -> str:
         """The row's context with its examples in front (FinLoRA's format)."""
-        by_id = self._by_id()
-        return few_shot_context(row["context"], [by_id[i] for i in self.per_row[row["id"]]])
+        return few_shot_context(row["context"], [self._by_id[i] for i in self.per_row[row["id"]]])
 
+    @cached_property
     def _by_id(self) -> dict[int, dict]:
-        cache = self.__dict__.get("_cache")
-        if cache is None:
-            cache = {r["id"]: r for r in self.pool.rows}
-            object.__setattr__(self, "_cache", cache)
-        return cache
+        return {r["id"]: r for r in self.pool.rows}
 
     def fingerprint(self) -> dict:
         """What the base pair's prompts depend on beyond the template: K, seed, pool, chosen example ids."""
@@ -102,7 +99,7 @@ def plan_task(data: TaskData, train: Pool | None, k: int, seed: int, limit: int 
     then the first `limit`). data: the whole test file (not yet limited)."""
     name = data.task.name
     if train is not None:
-        pool, held_out = train, ()
+        pool, held_out, keep = train, (), set()
         if k > len(pool.rows):
             raise UserError(f"--shots {k}: task {name} has only {len(pool.rows)} examples in its train file {pool.path}")
     else:
@@ -115,9 +112,9 @@ def plan_task(data: TaskData, train: Pool | None, k: int, seed: int, limit: int 
         pool = Pool("test", repo_relative(data.task.data), data.sha256, tuple(r for r in data.rows if r["id"] in keep))
     # a test row whose context is a held-out example's would see its own answer: not scored by any row
     example_contexts = {e["context"].strip() for e in pool.rows} if train is None else set()
-    duplicates = tuple(r["id"] for r in data.rows if r["id"] not in set(held_out)
-                       and r["context"].strip() in example_contexts)
-    scored_rows = [r for r in data.rows if r["id"] not in set(held_out) | set(duplicates)]
+    duplicates = tuple(r["id"] for r in data.rows if r["id"] not in keep and r["context"].strip() in example_contexts)
+    unscored = keep | set(duplicates)
+    scored_rows = [r for r in data.rows if r["id"] not in unscored]
     scored = TaskData(task=data.task, rows=scored_rows, labels=data.labels, sha256=data.sha256).head(limit)
     if not scored.rows:
         raise UserError(f"--shots {k}: task {name} has no test row left to score (its {len(held_out)} held-out "
@@ -135,9 +132,3 @@ def plan_task(data: TaskData, train: Pool | None, k: int, seed: int, limit: int 
         per_row[r["id"]] = tuple(pool.rows[i]["id"] for i in _rng(seed, name, str(r["id"])).sample(candidates, k))
     plan = TaskShots(task=name, k=k, seed=seed, pool=pool, held_out=held_out, duplicates=duplicates, per_row=per_row)
     return plan, scored
-
-
-def check_shots(value: int) -> int:
-    if value < 0:
-        raise UserError(f"--shots {value}: must be 0 or a positive integer")
-    return value
