@@ -217,8 +217,8 @@ def answer_rows(model, tokenizer, rows: tuple[VerifyRow, ...], batch_size: int) 
     return [o or "" for o in out]
 
 
-def _free(*objs) -> None:
-    del objs
+def _free() -> None:
+    """Return what the dropped models held (call after `del`: collection cannot free what is still named)."""
     gc.collect()
     import torch
 
@@ -262,8 +262,8 @@ def merge_into(p: MergePlan, staging: Path) -> tuple[list[str], list[str] | None
     if p.adapter.quant:
         t = time.monotonic()
         loaded, pm, quant_answers = _adapter_answers(p, p.adapter.quant)
-        _free(loaded, pm)
         del loaded, pm
+        _free()
         seconds[f"reference_{p.adapter.quant}bit"] = round(time.monotonic() - t, 2)
     t = time.monotonic()
     loaded, pm, reference = _adapter_answers(p, None, dtype=torch.float32)
@@ -282,7 +282,8 @@ def merge_into(p: MergePlan, staging: Path) -> tuple[list[str], list[str] | None
     tok.chat_template = chat_template(p.adapter.template, bos)
     tok.save_pretrained(str(staging))
     seconds["merge_and_save"] = round(time.monotonic() - t, 2)
-    _free(merged, pm, loaded)
+    del merged, pm, loaded, tok
+    _free()
     return reference, quant_answers, base_answers, seconds
 
 
@@ -302,7 +303,8 @@ def verify(p: MergePlan, staging: Path, reference: list[str], quant_answers: lis
     out.seconds["verify"] = round(time.monotonic() - t, 2)
     out.examples = [{"task": p.rows[i].task, "id": p.rows[i].row_id, "adapter": reference[i], "merged": merged_answers[i]}
                     for i in differ[:5]]
-    _free(loaded)
+    del loaded
+    _free()
     return out
 
 
