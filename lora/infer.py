@@ -27,6 +27,7 @@ from pathlib import Path
 
 from lora.adapter_ref import AdapterRef, adapter_folder, resolve
 from lora.errors import OneLineParser, UserError
+from lora.files import read_json
 from lora.fsutil import write_atomic
 from lora.jsonl import read_jsonl
 from lora.prompts import apply
@@ -93,7 +94,7 @@ def merged_folder(arg: str) -> Merged | None:
     rec_path = folder / MERGE_JSON
     if not rec_path.is_file():
         return None
-    rec = json.loads(rec_path.read_text(encoding="utf-8"))
+    rec = read_json(rec_path, MERGE_JSON)  # a damaged file is one error line, not a traceback
     a = rec["adapter"]
     return Merged(folder, a["template"], a["prompt_format"], a.get("family"))
 
