@@ -159,7 +159,8 @@ def yaml_scalar(value: object) -> str:
     return _YAML_UNSAFE.sub(lambda m: f"\\u{ord(m.group()):04x}", text)
 
 
-def _environment() -> jinja2.Environment:
+def template_environment() -> jinja2.Environment:
+    """The Jinja environment of every template under templates/ (recipes, SkyPilot tasks)."""
     env = jinja2.Environment(
         loader=jinja2.FileSystemLoader(str(TEMPLATES_DIR)),
         undefined=jinja2.StrictUndefined,
@@ -180,7 +181,7 @@ def template_keys() -> frozenset[str]:
 
 
 def render(inputs: RecipeInputs) -> str:
-    text = _environment().get_template(RECIPE_TEMPLATE).render(**vars(inputs))
+    text = template_environment().get_template(RECIPE_TEMPLATE).render(**vars(inputs))
     parsed = yaml.safe_load(text)  # a template bug must fail here, not inside axolotl on a pod
     smuggled = set(parsed) - template_keys()
     if smuggled:  # a value escaped its comment or quotes: never hand such a recipe to axolotl

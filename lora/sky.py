@@ -23,7 +23,6 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-import jinja2
 import yaml
 
 from lora.errors import UserError
@@ -32,7 +31,7 @@ from lora.launch import SECRET_VARS, run_child
 from lora.launch_plan import dataset_paths
 from lora.profiles import PROFILES, HardwareProfile
 from lora.registry import Entry, Registry, is_local_model_ref
-from lora.render import DEFAULT_REGISTRY, TEMPLATES_DIR, comment_text, yaml_scalar
+from lora.render import DEFAULT_REGISTRY, comment_text, template_environment
 
 SKY_TEMPLATE = "skypilot.yaml.j2"
 SKY_VENV = REPO_ROOT / ".venv-sky"
@@ -308,14 +307,6 @@ def finetune_command(task: SkyTask) -> str:
     return shlex.join(parts) + task.registry_flag
 
 
-def _environment() -> jinja2.Environment:
-    env = jinja2.Environment(loader=jinja2.FileSystemLoader(str(TEMPLATES_DIR)), undefined=jinja2.StrictUndefined,
-                             keep_trailing_newline=True, autoescape=False)
-    env.filters["yaml"] = yaml_scalar
-    env.filters["comment"] = comment_text
-    return env
-
-
 def render_sky_task(task: SkyTask, sky_command: list[str]) -> str:
     r = task.request
     requirement_files = ["requirements.txt", "requirements-gpu.txt"] + \
@@ -324,7 +315,7 @@ def render_sky_task(task: SkyTask, sky_command: list[str]) -> str:
     outputs_line = (f"{outputs} mounted at {OUTPUTS_MOUNT}; adapters in {r.adapters_dir}/{r.name}"
                     if outputs else f"the machine's disk only (~/sky_workdir/lora_adapters/{r.name}); "
                     f"it stops after {r.idle_minutes} idle minutes and keeps its disk")
-    text = _environment().get_template(SKY_TEMPLATE).render(
+    text = template_environment().get_template(SKY_TEMPLATE).render(
         registry=task.registry, name=r.name, finetune_command=finetune_command(task),
         sky_command=shlex.join(["sky", *sky_command[1:]]), num_nodes=r.num_machines,
         accelerator=task.accelerator, gpus_per_node=task.gpus_per_node,

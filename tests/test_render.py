@@ -9,11 +9,11 @@ from lora.errors import UserError
 from lora.registry import load_registry
 from lora.render import (
     DEFAULT_REGISTRY,
-    _environment,
     check_recipes,
     dataset_splits,
     recipe_inputs,
     render,
+    template_environment,
     template_keys,
     validate_with_axolotl,
 )
@@ -153,7 +153,7 @@ def test_dataset_splits(weight, expected):
 
 def test_template_environment_is_strict():
     with pytest.raises(jinja2.UndefinedError):
-        _environment().from_string("{{ not_defined }}").render()
+        template_environment().from_string("{{ not_defined }}").render()
 
 
 BREAKS = ["\n", "\r", "\r\n", "\x85", "\u2028", "\u2029", "\x0b", "\x0c", "\x1c"]
