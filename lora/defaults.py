@@ -80,7 +80,7 @@ class Resolved:
     kept: tuple[str, ...]  # finlora only: deliberate differences that train the same thing
 
 
-def _finlora_optimizer(quant_bits: int) -> str:
+def finlora_optimizer(quant_bits: int) -> str:
     # finetune.py: 8-bit adamw_bnb_8bit, 4-bit paged_adamw_8bit; finetune_lora_plain.py: adamw_torch_fused
     return {8: "adamw_bnb_8bit", 4: "paged_adamw_8bit"}.get(quant_bits, "adamw_torch_fused")
 
@@ -105,7 +105,7 @@ def resolve(entry: Entry) -> Resolved:
         zero_stage = None
         forced.append("zero_stage: no DeepSpeed on the cpu profile (FinLoRA: ZeRO-1)")
 
-    optimizer = pick("optimizer", _finlora_optimizer(entry.quant_bits),
+    optimizer = pick("optimizer", finlora_optimizer(entry.quant_bits),
                      profile.quantized_optimizer if entry.quant_bits < 16 else profile.optimizer)
     if finlora and cpu:
         # measured with bitsandbytes 0.50.2: its 8-bit AdamW steps on CPU; paged states fall back to unpaged

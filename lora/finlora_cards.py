@@ -17,6 +17,7 @@ from pathlib import Path, PurePosixPath
 
 import yaml
 
+from lora.defaults import finlora_optimizer
 from lora.fsutil import REPO_ROOT
 
 FINLORA_DIR = REPO_ROOT / "data" / "finlora"
@@ -185,7 +186,7 @@ _JSON_VS_CARD = {
 def _generator_value(key: str, run: dict):
     quant = run.get("quant_bits")
     if key == "optimizer":
-        return {8: "adamw_bnb_8bit", 4: "paged_adamw_8bit"}.get(quant, "adamw_torch_fused")
+        return finlora_optimizer(quant)
     if key == "tokenizer_type":  # finetune.py sets LlamaTokenizerFast for Llama-3; the plain one AutoTokenizer
         return "LlamaTokenizerFast" if quant in (4, 8) and "Llama-3" in run["base_model"] else "AutoTokenizer"
     if key == "lora_alpha":
