@@ -18,6 +18,7 @@ import shlex
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from eval.report import md_escape
 from lora.errors import UserError
 from lora.fsutil import REPO_ROOT
 from lora.registry import variant_name
@@ -435,14 +436,10 @@ def cell_texts(line: Line, column: Column) -> list[str]:
     return out
 
 
-def _escape(text: str) -> str:
-    return str(text).replace("|", "\\|").replace("\n", " ")
-
-
 def to_markdown(table: Table, provenance: list[str]) -> str:
     lines = ["# Results in FinLoRA's layout", "", *provenance, ""]
     lines += [f"- {h}" for h in table.header] + [""]
-    lines.append("| task | metric | n | " + " | ".join(_escape(c.header) for c in table.columns) + " |")
+    lines.append("| task | metric | n | " + " | ".join(md_escape(c.header) for c in table.columns) + " |")
     lines.append("|---|---|---|" + "---|" * len(table.columns))
     for line in table.lines:
         texts = [cell_texts(line, c) for c in table.columns]
@@ -454,11 +451,11 @@ def to_markdown(table: Table, provenance: list[str]) -> str:
                                 != line.task else "")
             head = [task if first else "↳", line.label if first else "", "/".join(map(str, ns)) if first else ""]
             cells = [t[i] if i < len(t) else "" for t in texts]
-            lines.append("| " + " | ".join(_escape(x) for x in head + cells) + " |")
+            lines.append("| " + " | ".join(md_escape(x) for x in head + cells) + " |")
     if table.placements:
-        lines += ["", "Where each of our rows went:", *[f"- {_escape(p)}" for p in table.placements]]
+        lines += ["", "Where each of our rows went:", *[f"- {md_escape(p)}" for p in table.placements]]
     if table.notes:
-        lines += ["", "Notes:", *[f"- {_escape(n)}" for n in table.notes]]
+        lines += ["", "Notes:", *[f"- {md_escape(n)}" for n in table.notes]]
     return "\n".join(lines) + "\n"
 
 

@@ -117,7 +117,8 @@ def _cell(res: dict | None, headline: str) -> str:
     return text
 
 
-def _escape(text: str) -> str:
+def md_escape(text: str) -> str:
+    """Text as one Markdown table cell: no column break, no line break."""
     return str(text).replace("|", "\\|").replace("\n", " ")
 
 
@@ -138,13 +139,13 @@ def to_markdown(results: dict) -> str:
     for r in results["rows"]:
         if r["error"]:
             cells = ["error"] * len(tasks)
-            errors.append(f"- **{_escape(r['name'])}**: {_escape(r['error'])}")
+            errors.append(f"- **{md_escape(r['name'])}**: {md_escape(r['error'])}")
         else:
             cells = [_cell(r["results"].get(t), i["headline"]) for t, i in tasks.items()]
             for t, res in r["results"].items():
                 if "error" in res:
-                    errors.append(f"- **{_escape(r['name'])}** × {t}: {_escape(res['error'])}")
-        lines.append(f"| {_escape(r['name'])} | " + " | ".join(cells) + " |")
+                    errors.append(f"- **{md_escape(r['name'])}** × {t}: {md_escape(res['error'])}")
+        lines.append(f"| {md_escape(r['name'])} | " + " | ".join(cells) + " |")
     if errors:
         lines += ["", "Errors:", *errors]
     notes = _selection_notes(results)
@@ -160,7 +161,7 @@ def to_markdown(results: dict) -> str:
             if "unparsed" in m:
                 shown += f", unparsed {m['unparsed']}"
             sps = res.get("timing", {}).get("samples_per_second")
-            detail.append(f"| {_escape(r['name'])} | {t} | {res['prompt_format']} | {m['n']} | {shown} | "
+            detail.append(f"| {md_escape(r['name'])} | {t} | {res['prompt_format']} | {m['n']} | {shown} | "
                           f"{sps if sps is not None else '–'} |")
     if detail:
         lines += ["", "| model | task | prompt | n | metrics | samples/s |", "|---|---|---|---|---|---|", *detail]
@@ -189,7 +190,7 @@ def _selection_notes(results: dict) -> list[str]:
         for r in results["rows"]:
             a = r.get("adapter") or {}
             if r["kind"] == "adapter" and not r["error"] and a.get("task_family_source") and not a.get("task_family"):
-                notes.append(f"- **{_escape(r['name'])}**: task family unknown ({_escape(a['task_family_source'])}): "
+                notes.append(f"- **{md_escape(r['name'])}**: task family unknown ({md_escape(a['task_family_source'])}): "
                              "evaluated on every task present")
     if s.get("shots"):
         notes.append(f"- Base rows are {s['shots']}-shot (FinLoRA's few-shot prompt; examples seeded per row, seed "
