@@ -57,6 +57,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--scoring", type=scoring_mode, default="standard",
                    help="standard (default) or finlora: FinLoRA's harness rules (raw prompt, its budgets and "
                         "scorers; docs/eval.md)")
+    p.add_argument("--processes", type=int, metavar="N",
+                   help="evaluate data-parallel in N processes (torchrun's launcher), each with the base loaded "
+                        "once and a token-balanced share of every pair's rows; same files as one process "
+                        "(default: every visible GPU on a GPU machine, 1 on CPU)")
+    p.add_argument("--rank-timeout", type=float, default=None, metavar="SECONDS",
+                   help="with --processes N>1: fail the run when a rank gives no answer for this long "
+                        "(default 1800)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.add_argument("--dry-run", action="store_true", help="print the plan (groups, rows, prompts) and exit")
     p.add_argument("--list-tasks", action="store_true", help="print the task registry and exit")
@@ -182,6 +189,10 @@ def check_run_args(args) -> None:
     if args.scoring == "finlora" and args.prompt_format:
         raise UserError("--prompt-format does nothing under --scoring finlora: FinLoRA's harness feeds every model the "
                         "raw context; drop one of the two")
+    if args.processes is not None and args.processes < 1:
+        raise UserError(f"--processes {args.processes}: must be 1 or more")
+    if args.rank_timeout is not None and not args.rank_timeout > 0:
+        raise UserError(f"--rank-timeout {args.rank_timeout:g}: must be a positive number of seconds")
     if not args.paths and not args.base_model:
         raise UserError("give adapter folders, or --base-model PATH to evaluate a base model alone")
     if args.bertscore_model:
@@ -285,6 +296,24 @@ def dry_run(groups, datas, settings) -> int:
     return 0
 
 
+def decide_processes(requested: int | None, gpus: int, cpus: int, base_quant: int | None) -> int:
+    """How many processes evaluate (pure): every visible GPU by default on a GPU machine, 1 on CPU; never
+    more processes than GPUs (one each), or than CPU cores without one."""
+    if gpus:
+        if requested is not None and requested > gpus:
+            raise UserError(f"--processes {requested}: only {gpus} CUDA GPU(s) found on this machine "
+                            "(one process per GPU; CUDA_VISIBLE_DEVICES narrows them)")
+        return requested or gpus
+    n = requested or 1
+    if n > cpus:
+        raise UserError(f"--processes {n}: no CUDA GPU found and only {cpus} CPU core(s) available here")
+    if n > 1 and base_quant in (4, 8):
+        raise UserError(f"--processes {n} with --base-quant {base_quant} on CPU: not supported (each process "
+                        "would load its own bitsandbytes base, a path not tested here, and on a CPU the processes "
+                        "share the same cores: docs/eval.md); use --processes 1 on CPU, or a GPU machine")
+    return n
+
+
 def write_results(results: dict, out: Path) -> None:
     from eval import report
     from lora.fsutil import write_atomic, write_json_atomic
@@ -328,12 +357,32 @@ def run_main(argv: list[str]) -> int:
         datas = {n: d.head(args.limit) for n, d in full.items()}
     if args.dry_run:
         return dry_run(groups, datas, settings)
+    from eval.distributed import usable_cpus
+    from lora.launch import detect_cuda_gpus
+
+    processes = decide_processes(args.processes, detect_cuda_gpus(), usable_cpus(), args.base_quant)
+    if args.rank_timeout is not None and processes == 1:
+        raise UserError("--rank-timeout applies to several processes; this run has one (--processes)")
     check_writable_dir(settings.out, "--out")  # now, not after hours of generation
     os.environ.setdefault("HF_HUB_OFFLINE", "1")  # belt and braces: every load is local_files_only anyway
     quiet_library_noise(keep_bitsandbytes=args.base_quant in (4, 8))
+    if processes > 1:
+        return run_processes(groups, datas, settings, processes, args)
     results, errors = run(groups, datas, settings)
     write_results(results, settings.out)
     return 1 if errors else 0
+
+
+def run_processes(groups, datas, settings, processes: int, args) -> int:
+    """The plan, evaluated by `processes` ranks (eval/distributed.py); rank 0 writes what run() would."""
+    from eval.distributed import DEFAULT_RANK_TIMEOUT, RankPlan, launch, threads_per_rank, usable_cpus
+
+    threads = threads_per_rank(processes, usable_cpus(), os.environ)
+    print(f"eval: {processes} processes (torchrun, gloo), each loads the base once"
+          + (f", {threads} CPU thread(s) each" if threads else ""), file=sys.stderr)
+    plan = RankPlan(groups, datas, settings, threads, args.rank_timeout or DEFAULT_RANK_TIMEOUT,
+                    keep_bitsandbytes=args.base_quant in (4, 8))
+    return launch(plan, processes)
 
 
 class _DropMessages(logging.Filter):

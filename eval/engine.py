@@ -36,7 +36,8 @@ def load_base(path: str, quant: int | None = None, dtype=None) -> Loaded:
 
     t0 = time.monotonic()
     cuda = torch.cuda.is_available()
-    device = torch.device("cuda", 0) if cuda else torch.device("cpu")
+    # the current CUDA device: 0, or this rank's GPU in a multi-process run (eval/distributed.py sets it)
+    device = torch.device("cuda", torch.cuda.current_device()) if cuda else torch.device("cpu")
     kwargs: dict = {"local_files_only": True, "trust_remote_code": False}
     if quant in (4, 8):
         from transformers import BitsAndBytesConfig

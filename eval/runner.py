@@ -8,6 +8,11 @@ Layout of --out:
     results.json / results.csv / results.md   rebuilt at the end of every run from the pairs above
 A pair whose pairs/ file exists with the same fingerprint (data, prompt, limit, k-shot examples, adapter
 weights, base, precision, metric version, adapter_config.json) is not redone (--force redoes it), so a killed run loses at most one pair.
+
+The same code runs in every rank of a multi-process run (`--processes N`, eval/distributed.py): `world` is
+the one-process `Solo` or torch.distributed `Ranks`. Rank 0 alone decides what is left, scores and writes;
+each rank generates its token-balanced shard of every pair (eval/shards.py) and rank 0 merges the outputs
+in row order, so the files are those of a one-process run.
 """
 from __future__ import annotations
 
@@ -20,7 +25,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from eval import report
+from eval import shards as sharding
 from eval.discovery import ADAPTER_CONFIG, NO_BASE, Adapter, Group, prompt_for, slugify
+from eval.distributed import RankLost, Solo
 from eval.shots import TaskShots
 from eval.tasks import TaskData
 from lora.errors import one_line
@@ -242,11 +249,59 @@ def score_outputs(data: TaskData, outputs: list[str], bertscore_model: str | Non
     return metrics, per_row
 
 
-def evaluate_pair(model, tokenizer, pair: Pair, data: TaskData, settings: Settings, fp: dict) -> dict:
-    """Generate, score, write predictions then the pair file (both atomic); return the pair result."""
+def _generate_shard(model, tokenizer, prompts: list[str], pair: Pair, data: TaskData, settings: Settings,
+                    world: Solo):
+    """This rank's share of the pair's rows (whole batches of the one-process batch plan, balanced by
+    tokens), generated; everything that can fail is caught into the result, so every rank reaches the
+    gather. Rank 0 gets (outputs in row order, GenStats, the shards); the others get None."""
+    from eval.engine import GenStats, batches_by_length, encode_prompts
+
+    task = data.task
+    t0 = time.monotonic()
+    try:
+        window = getattr(model.config, "max_position_embeddings", None)  # as engine.generate truncates
+        encoded, _ = encode_prompts(tokenizer, prompts, window - task.max_new_tokens if window else None)
+        lengths = [len(e) for e in encoded]
+        batches = batches_by_length(lengths, settings.batch_size)
+        costs = [sharding.batch_cost(lengths, b, task.max_new_tokens) for b in batches]
+        mine = sharding.assign(batches, costs, world.size)[world.rank]
+        shard = sharding.ShardResult(world.rank, mine, [], tokens=sharding.shard_tokens(lengths, batches, mine,
+                                                                                       task.max_new_tokens))
+        if mine:
+            outputs, stats = _generate(model, tokenizer, [prompts[i] for i in mine], pair, data, settings)
+            shard.outputs, shard.new_tokens, shard.truncated_prompts = outputs, stats.new_tokens, stats.truncated_prompts
+    except Exception as exc:  # noqa: BLE001 - sent to rank 0, which makes it the pair's error cell
+        shard = sharding.ShardResult(world.rank, [], [], error=describe(exc))
+    shard.seconds = round(time.monotonic() - t0, 3)
+    gathered = world.gather(shard)
+    if world.rank != 0:
+        return None
+    error = sharding.first_error(gathered)
+    if error is not None:
+        raise RuntimeError(error)
+    outputs = sharding.merge(len(prompts), gathered)
+    stats = GenStats(time.monotonic() - t0, sum(s.new_tokens for s in gathered),
+                     sum(s.truncated_prompts for s in gathered))
+    return outputs, stats, gathered
+
+
+def evaluate_pair(model, tokenizer, pair: Pair, data: TaskData, settings: Settings, fp: dict,
+                  world: Solo | None = None) -> dict | None:
+    """Generate, score, write predictions then the pair file (both atomic); return the pair result.
+    Several ranks: each generates its shard; rank 0 merges, scores and writes; the others return None."""
+    world = world if world is not None else Solo()
     task = data.task
     prompts = [apply(pair.template, pair.shots.context(r) if pair.shots else r["context"]) for r in data.rows]
-    outputs, stats = _generate(model, tokenizer, prompts, pair, data, settings)
+    if world.size == 1:
+        outputs, stats = _generate(model, tokenizer, prompts, pair, data, settings)
+        ranks = None
+    else:
+        done = _generate_shard(model, tokenizer, prompts, pair, data, settings, world)
+        if done is None:
+            return None
+        outputs, stats, gathered = done
+        world.shards.append(gathered)
+        ranks = [{"rank": s.rank, "rows": len(s.rows), "tokens": s.tokens, "seconds": s.seconds} for s in gathered]
     metrics, per_row = score_outputs(data, outputs, settings.bertscore_model, prompts)
     lines = [
         json.dumps({"id": r["id"], "prompt_sha256": hashlib.sha256(prompt.encode("utf-8")).hexdigest(),
@@ -255,11 +310,14 @@ def evaluate_pair(model, tokenizer, pair: Pair, data: TaskData, settings: Settin
     ]
     pair_file, pred_file = pair_paths(settings.out, pair.row, task.name)
     write_atomic(pred_file, "\n".join(lines) + "\n")
+    timing = {"seconds": round(stats.seconds, 3), "samples_per_second": round(len(prompts) / stats.seconds, 3)
+              if stats.seconds > 0 else None, "new_tokens": stats.new_tokens}
+    if ranks is not None:
+        timing["ranks"] = ranks  # per rank: its rows, their token cost (the balance), seconds generating
     result = {
         "row": pair.row, "task": task.name, "prompt_format": pair.prompt_format, "base_row": pair.base_row,
         "scoring": settings.scoring, "metrics": metrics,
-        "timing": {"seconds": round(stats.seconds, 3), "samples_per_second": round(len(prompts) / stats.seconds, 3)
-                   if stats.seconds > 0 else None, "new_tokens": stats.new_tokens},
+        "timing": timing,
         "truncated_prompts": stats.truncated_prompts,
         "predictions": pred_file.relative_to(settings.out).as_posix(),
         "finished_at": utc_now_iso(),
@@ -311,27 +369,53 @@ def by_model(todo: list[tuple[Pair, dict]]) -> list[tuple[Adapter | None, list[t
     return [u for u in units.values() if u[1]]
 
 
+def _say(world: Solo, line: str) -> None:
+    """An error line on stderr, once per run (rank 0), not once per rank."""
+    if world.rank == 0:
+        print(line, file=sys.stderr)
+
+
+def _agree(world: Solo, error: str | None) -> str | None:
+    """Every rank's outcome of one step (a load, an attach); the first failure, naming its rank when
+    there are several ranks, or None when all succeeded, so all ranks take the same branch."""
+    errors = world.all_gather(error)
+    for rank, err in enumerate(errors):
+        if err is not None:
+            return err if world.size == 1 else f"{err} (rank {rank})"
+    return None
+
+
 def evaluate_unit(host, adapter: Adapter | None, items: list[tuple[Pair, dict]], rows: dict[str, Row],
-                  datas: dict[str, TaskData], settings: Settings) -> None:
+                  datas: dict[str, TaskData], settings: Settings, world: Solo | None = None) -> None:
     """Evaluate one model's pairs (the base, or one adapter attached for the duration). A broken adapter
     is one error row; a failed pair is one error cell; the rest go on."""
+    world = world if world is not None else Solo()
     name = adapter.name if adapter is not None else None
     if adapter is not None:
+        attached, error = False, None
         try:
             host.attach(name, str(adapter.path))
+            attached = True
         except Exception as exc:  # noqa: BLE001 - a broken adapter is one error row
-            rows[name].error = f"adapter failed to load: {describe(exc)}"
-            print(f"error: {name}: {rows[name].error}", file=sys.stderr)
+            error = describe(exc)
+        error = _agree(world, error)
+        if error is not None:
+            if attached:  # another rank could not load it: every rank drops it
+                host.detach(name)
+            rows[name].error = f"adapter failed to load: {error}"
+            _say(world, f"error: {name}: {rows[name].error}")
             return
     try:
         for p, fp in items:
             try:
                 model, ctx = host.model_for(name)
                 with ctx:
-                    result = evaluate_pair(model, host.loaded.tokenizer, p, datas[p.task], settings, fp)
+                    result = evaluate_pair(model, host.loaded.tokenizer, p, datas[p.task], settings, fp, world)
             except Exception as exc:  # noqa: BLE001 - one failed cell, the rest go on
+                if isinstance(exc, RankLost):  # a rank is gone: nothing left to agree with
+                    raise
                 result = {"error": f"evaluation failed: {describe(exc)}"}
-                print(f"error: {p.row} × {p.task}: {result['error']}", file=sys.stderr)
+                _say(world, f"error: {p.row} × {p.task}: {result['error']}")
             rows[p.row].results[p.task] = result
     finally:
         if adapter is not None:
@@ -344,39 +428,58 @@ def _fail_group(rows: list[Row], facts: dict, msg: str) -> None:
         r.error = r.error or msg
 
 
-def run_group(group: Group, rows: list[Row], pairs: list[Pair], datas: dict[str, TaskData], settings: Settings) -> dict:
+def _left_to_do(pairs: list[Pair], by_name: dict[str, Row], datas: dict[str, TaskData], group: Group,
+                settings: Settings, world: Solo) -> list[tuple[Pair, dict]]:
+    """drop_finished on rank 0 (it alone reads and writes --out); the other ranks follow its list."""
+    todo = drop_finished(pairs, by_name, datas, group, settings) if world.rank == 0 else []
+    if world.size == 1:
+        return todo
+    index = {id(p): i for i, p in enumerate(pairs)}
+    return [(pairs[i], fp) for i, fp in world.broadcast([(index[id(p)], fp) for p, fp in todo])]
+
+
+def run_group(group: Group, rows: list[Row], pairs: list[Pair], datas: dict[str, TaskData], settings: Settings,
+              world: Solo | None = None) -> dict:
     """Evaluate one base model's rows in place; returns the group's facts for results.json."""
+    world = world if world is not None else Solo()
     facts = {"base_model": group.base.ref, "base_path": group.base.path, "error": group.base.error,
              "load_seconds": None, "dtype": None}
     if group.base.error:
         if group.base.ref != NO_BASE:  # the adapters of the no-base group already say why
-            print(f"error: {group.base.error}; skipping {len(group.adapters)} adapter(s) of this group", file=sys.stderr)
+            _say(world, f"error: {group.base.error}; skipping {len(group.adapters)} adapter(s) of this group")
         _fail_group(rows, facts, group.base.error)
         return facts
     by_name = {r.name: r for r in rows}
-    todo = drop_finished(pairs, by_name, datas, group, settings)
+    todo = _left_to_do(pairs, by_name, datas, group, settings, world)
     if not todo:
         return facts
     from eval import engine
 
     if not settings.progress:
         engine.disable_progress_bars()
+    loaded, error = None, None
     try:
         loaded = engine.load_base(group.base.path, settings.base_quant)
     except Exception as exc:  # noqa: BLE001 - the group fails, the others go on
-        msg = f"base model {group.base.ref} failed to load: {describe(exc)}"
-        print(f"error: {msg}", file=sys.stderr)
+        error = describe(exc)
+    error = _agree(world, error)
+    if error is not None:
+        msg = f"base model {group.base.ref} failed to load: {error}"
+        _say(world, f"error: {msg}")
         _fail_group(rows, facts, msg)
         return facts
     facts.update(load_seconds=round(loaded.load_seconds, 3), dtype=loaded.dtype)
     host = engine.AdapterHost(loaded)
     for adapter, items in by_model(todo):
-        evaluate_unit(host, adapter, items, by_name, datas, settings)
+        evaluate_unit(host, adapter, items, by_name, datas, settings, world)
     return facts
 
 
-def run(groups: list[Group], datas: dict[str, TaskData], settings: Settings) -> tuple[dict, int]:
-    """Evaluate everything; returns (results.json content, number of error rows and cells)."""
+def run(groups: list[Group], datas: dict[str, TaskData], settings: Settings,
+        world: Solo | None = None) -> tuple[dict | None, int]:
+    """Evaluate everything; returns (results.json content, number of error rows and cells); on ranks
+    other than 0, (None, 0): rank 0 holds the results."""
+    world = world if world is not None else Solo()
     t_start = time.monotonic()
     many = sum(1 for g in groups if g.base.error is None) > 1
     all_rows: list[Row] = []
@@ -384,8 +487,13 @@ def run(groups: list[Group], datas: dict[str, TaskData], settings: Settings) -> 
     for group in groups:
         rows, pairs = rows_and_pairs(group, datas, settings, many)
         all_rows.extend(rows)
-        group_facts.append(run_group(group, rows, pairs, datas, settings))
+        group_facts.append(run_group(group, rows, pairs, datas, settings, world))
+    if world.rank != 0:
+        return None, 0
     results = report.build_results(all_rows, datas, group_facts, settings, versions(), time.monotonic() - t_start)
+    results["timings"]["processes"] = world.size
+    if world.size > 1:  # per rank: pairs, rows, token cost (what the shards balance), seconds generating
+        results["timings"]["ranks"] = sharding.rank_totals(world.shards, world.size)
     errors = sum(1 for r in results["rows"] if r["error"]) + sum(
         1 for r in results["rows"] for v in r["results"].values() if "error" in v)
     return results, errors
