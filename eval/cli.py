@@ -4,6 +4,7 @@
     python -m eval lora_adapters/ --shots 3        # each adapter on its own tasks (FinLoRA's map), 3-shot base
     python -m eval lora_adapters/ --base-model models/base_model/smollm2-135m-instruct --tasks fpb,ner
     python -m eval --base-model models/base_model/smollm2-135m-instruct --tasks formula   # the base alone
+    python -m eval lora_adapters/ --processes 4    # data-parallel, one process per GPU (eval/distributed.py)
     python -m eval score --task fpb --predictions eval_results/demo/predictions/<row>/fpb.jsonl
     python -m eval report eval_results/demo --layout finlora   # FinLoRA's table layout + PNG from results.json
     python -m eval --list-tasks
