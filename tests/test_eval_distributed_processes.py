@@ -1,5 +1,6 @@
 """`python -m eval --processes 2` for real (torchrun's launcher, gloo, the bundled SmolLM2-135M on CPU): the
-same files as one process, and a rank SIGKILLed mid-run fails the run in one line and resumes identically.
+same files as one process, a rank SIGKILLed mid-run fails the run in one line and resumes identically,
+and a rank that hangs alive is given up on after --rank-timeout.
 Slow (each run starts interpreters and loads the model; minutes on a shared 2-core machine).
 
     .venv/bin/python -m pytest tests/test_eval_distributed_processes.py -q -m slow
@@ -121,3 +122,33 @@ def test_sigkill_of_one_rank_fails_in_one_line_and_a_rerun_resumes_identically(a
     assert rerun.returncode == 0, rerun.stderr[-2000:]
     assert {p: p.stat().st_mtime_ns for p in finished} == stamps  # finished pairs were not redone
     assert_same_outputs(one_process, out)
+
+
+def _stuck_rank_1() -> str:
+    """Rank 1 stays alive but never reaches the collective; rank 0 must give up after the timeout."""
+    from eval.distributed import RankLost, Ranks
+
+    world = Ranks(timeout_s=3)
+    if world.rank == 1:
+        time.sleep(30)
+        return "slept"
+    t0 = time.monotonic()
+    try:
+        world.gather("outputs")
+    except RankLost as exc:
+        return f"{time.monotonic() - t0:.1f} {exc}"
+    return "no timeout"
+
+
+@pytest.mark.slow
+def test_a_rank_that_hangs_alive_is_given_up_on_after_the_timeout():
+    import uuid
+
+    from torch.distributed.launcher.api import LaunchConfig, elastic_launch
+
+    config = LaunchConfig(min_nodes=1, max_nodes=1, nproc_per_node=2, rdzv_backend="c10d",
+                          rdzv_endpoint="localhost:0", run_id=str(uuid.uuid4()), max_restarts=0)
+    got = elastic_launch(config, _stuck_rank_1)()
+    seconds, message = got[0].split(" ", 1)
+    assert 3 <= float(seconds) < 20
+    assert message.startswith("gathering a pair's outputs: no answer from another rank") and "\n" not in message
