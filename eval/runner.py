@@ -23,6 +23,7 @@ from eval import report
 from eval.discovery import ADAPTER_CONFIG, NO_BASE, Adapter, Group, prompt_for, slugify
 from eval.shots import TaskShots
 from eval.tasks import TaskData
+from lora import compute
 from lora.errors import one_line
 from lora.fsutil import adapter_weights, library_versions, sha256_file, utc_now_iso, write_atomic, write_json_atomic
 from lora.prompts import PROMPT_FORMATS, apply
@@ -246,8 +247,10 @@ def evaluate_pair(model, tokenizer, pair: Pair, data: TaskData, settings: Settin
     """Generate, score, write predictions then the pair file (both atomic); return the pair result."""
     task = data.task
     prompts = [apply(pair.template, pair.shots.context(r) if pair.shots else r["context"]) for r in data.rows]
-    outputs, stats = _generate(model, tokenizer, prompts, pair, data, settings)
-    metrics, per_row = score_outputs(data, outputs, settings.bertscore_model, prompts)
+    with compute.phase(f"generate {pair.row} × {task.name}"):
+        outputs, stats = _generate(model, tokenizer, prompts, pair, data, settings)
+    with compute.phase(f"scoring {pair.row} × {task.name}"):
+        metrics, per_row = score_outputs(data, outputs, settings.bertscore_model, prompts)
     lines = [
         json.dumps({"id": r["id"], "prompt_sha256": hashlib.sha256(prompt.encode("utf-8")).hexdigest(),
                     "output": out, "target": r["target"], **detail}, ensure_ascii=False)
@@ -318,7 +321,8 @@ def evaluate_unit(host, adapter: Adapter | None, items: list[tuple[Pair, dict]],
     name = adapter.name if adapter is not None else None
     if adapter is not None:
         try:
-            host.attach(name, str(adapter.path))
+            with compute.phase(f"adapter load {name}"):
+                host.attach(name, str(adapter.path))
         except Exception as exc:  # noqa: BLE001 - a broken adapter is one error row
             rows[name].error = f"adapter failed to load: {describe(exc)}"
             print(f"error: {name}: {rows[name].error}", file=sys.stderr)
@@ -362,7 +366,8 @@ def run_group(group: Group, rows: list[Row], pairs: list[Pair], datas: dict[str,
     if not settings.progress:
         engine.disable_progress_bars()
     try:
-        loaded = engine.load_base(group.base.path, settings.base_quant)
+        with compute.phase(f"base load {group.base.ref}"):
+            loaded = engine.load_base(group.base.path, settings.base_quant)
     except Exception as exc:  # noqa: BLE001 - the group fails, the others go on
         msg = f"base model {group.base.ref} failed to load: {describe(exc)}"
         print(f"error: {msg}", file=sys.stderr)
@@ -381,11 +386,14 @@ def run(groups: list[Group], datas: dict[str, TaskData], settings: Settings) -> 
     many = sum(1 for g in groups if g.base.error is None) > 1
     all_rows: list[Row] = []
     group_facts: list[dict] = []
-    for group in groups:
-        rows, pairs = rows_and_pairs(group, datas, settings, many)
-        all_rows.extend(rows)
-        group_facts.append(run_group(group, rows, pairs, datas, settings))
-    results = report.build_results(all_rows, datas, group_facts, settings, versions(), time.monotonic() - t_start)
+    # Peak RSS / GPU memory, CPU / GPU use and wall time per phase (base load, generate, scoring): lora/compute.py
+    with compute.Sampler() as sampler:
+        for group in groups:
+            rows, pairs = rows_and_pairs(group, datas, settings, many)
+            all_rows.extend(rows)
+            group_facts.append(run_group(group, rows, pairs, datas, settings))
+    results = report.build_results(all_rows, datas, group_facts, settings, versions(), time.monotonic() - t_start,
+                                   compute=sampler.record().model_dump(mode="json"))
     errors = sum(1 for r in results["rows"] if r["error"]) + sum(
         1 for r in results["rows"] for v in r["results"].values() if "error" in v)
     return results, errors
