@@ -283,8 +283,11 @@ def test_browser_asks_and_saves_a_screenshot(browser_selected, server, tmp_path)
         assert "base" in table and (name is None or name in table) and "chatml" in table
         out = Path(os.environ.get("DEMO_SCREENSHOT") or tmp_path / "demo.png")
         out.parent.mkdir(parents=True, exist_ok=True)
-        height = driver.execute_script("return document.body.scrollHeight")
-        driver.set_window_size(1400, min(max(height + 40, 900), 2400))
+        height = driver.execute_script(  # the whole page: Gradio scrolls inside its own container
+            "return Math.max(...[document.body, document.documentElement, document.querySelector('gradio-app')]"
+            ".filter(Boolean).map(e => e.scrollHeight))")
+        driver.set_window_size(1400, min(max(height + 200, 900), 2600))
+        time.sleep(1)  # let the page lay out at the new size
         driver.save_screenshot(str(out))
     finally:
         driver.quit()
