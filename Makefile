@@ -14,7 +14,7 @@ export HF_HUB_OFFLINE=1
 export HF_DATASETS_OFFLINE=1
 export AXOLOTL_DO_NOT_TRACK=1
 
-.PHONY: setup setup-sky demo test test-fast lint recipes clean-demo
+.PHONY: setup setup-sky demo demo-screenshot test test-fast lint recipes clean-demo
 
 setup: $(STAMP) $(MODEL)
 
@@ -37,6 +37,16 @@ $(MODEL): $(STAMP)
 demo: setup
 	$(PY) finetune.py sentiment_smollm2_cpu
 	$(PY) -m eval lora_adapters/sentiment_smollm2_cpu --tasks fpb --out eval_results/demo
+
+# The Gradio demo (python -m lora.demo) in a real headless Chromium; saves docs/demo-app.png. Needs Debian's
+# chromium + chromium-driver (not in CI, so `make test` leaves this check out: pytest marker `browser`).
+# Shows lora_adapters/ when it holds a trained adapter (after make demo), else a throwaway fixture adapter.
+demo-screenshot: setup
+	@command -v chromium >/dev/null && command -v chromedriver >/dev/null || \
+		{ echo "error: needs chromium and chromedriver: apt-get install -y chromium chromium-driver" >&2; exit 2; }
+	$(PY) -m pip install -r requirements-browser.txt
+	DEMO_SCREENSHOT=docs/demo-app.png $(if $(wildcard lora_adapters/*/run.json),DEMO_ADAPTERS=lora_adapters) \
+		$(PY) -m pytest -q -m browser tests/test_demo.py
 
 test: setup setup-sky lint
 	$(PY) -m pytest -q

@@ -14,8 +14,9 @@ from lora.fsutil import utc_now_iso
 
 
 def build_results(rows, datas: dict[str, TaskData], group_facts: list[dict], settings, versions: dict,
-                  seconds: float) -> dict:
-    """rows: eval.runner.Row objects (name, kind, group, adapter, error, results); settings: runner.Settings."""
+                  seconds: float, compute: dict | None = None) -> dict:
+    """rows: eval.runner.Row objects (name, kind, group, adapter, error, results); settings: runner.Settings.
+    compute: lora.compute.ComputeRecord as JSON (what this run used; absent in results.json before it)."""
     tasks = {
         name: {"kind": d.task.kind.name, "headline": d.task.headline, "labels": list(d.labels) if d.labels else None,
                "data": str(d.task.data), "data_sha256": d.sha256, "n": len(d.rows),
@@ -58,6 +59,7 @@ def build_results(rows, datas: dict[str, TaskData], group_facts: list[dict], set
         "groups": group_facts,
         "rows": out_rows,
         "timings": {"total_seconds": round(seconds, 3)},
+        **({"compute": compute} if compute is not None else {}),
     }
 
 
@@ -165,7 +167,37 @@ def to_markdown(results: dict) -> str:
                           f"{sps if sps is not None else '–'} |")
     if detail:
         lines += ["", "| model | task | prompt | n | metrics | samples/s |", "|---|---|---|---|---|---|", *detail]
+    lines += _compute_lines(results.get("compute"))
     return "\n".join(lines) + "\n"
+
+
+def _compute_lines(rec: dict | None) -> list[str]:
+    """What the run used, per phase (lora/compute.py); nothing for a results.json written before it."""
+    if not rec:
+        return []
+    from pydantic import ValidationError
+
+    from lora.compute import ComputeRecord, human_bytes
+
+    try:
+        c = ComputeRecord.model_validate(rec)
+    except ValidationError as exc:  # an edited results.json: the tables above still render
+        return ["", f"Compute: not shown, results.json \"compute\" is malformed ({exc.error_count()} problem(s))."]
+    gpu = c.total.peak_gpu_memory_bytes is not None
+
+    def pct(x: float | None) -> str:
+        return "–" if x is None else f"{x:.0f}%"
+
+    head = "| phase | wall s | peak RSS | CPU (of {} cores) |".format(c.cpu_count) + (" GPU memory | GPU busy |" if gpu else "")
+    lines = ["", f"Compute (process tree sampled every {c.interval_seconds:g} s"
+             + (f"; GPU: {', '.join(c.gpus)}" if c.gpus else "; no GPU") + "; resumed pairs are not re-run, so not counted):",
+             "", head, "|---|---|---|---|" + ("---|---|" if gpu else "")]
+    for p in [*c.phases, c.total]:
+        cells = [md_escape(p.name), f"{p.wall_seconds:.1f}", human_bytes(p.peak_rss_bytes), pct(p.cpu_percent)]
+        if gpu:
+            cells += [human_bytes(p.peak_gpu_memory_bytes), pct(p.gpu_util_percent)]
+        lines.append("| " + " | ".join(cells) + " |")
+    return lines
 
 
 def _scoring_line(settings: dict) -> str:

@@ -30,6 +30,7 @@ from eval.discovery import ADAPTER_CONFIG, NO_BASE, Adapter, Group, prompt_for, 
 from eval.distributed import RankLost, Solo
 from eval.shots import TaskShots
 from eval.tasks import TaskData
+from lora import compute
 from lora.errors import one_line
 from lora.fsutil import adapter_weights, library_versions, sha256_file, utc_now_iso, write_atomic, write_json_atomic
 from lora.prompts import PROMPT_FORMATS, apply
@@ -292,17 +293,20 @@ def evaluate_pair(model, tokenizer, pair: Pair, data: TaskData, settings: Settin
     world = world if world is not None else Solo()
     task = data.task
     prompts = [apply(pair.template, pair.shots.context(r) if pair.shots else r["context"]) for r in data.rows]
-    if world.size == 1:
-        outputs, stats = _generate(model, tokenizer, prompts, pair, data, settings)
-        ranks = None
-    else:
-        done = _generate_shard(model, tokenizer, prompts, pair, data, settings, world)
-        if done is None:
-            return None
-        outputs, stats, gathered = done
-        world.shards.append(gathered)
-        ranks = [{"rank": s.rank, "rows": len(s.rows), "tokens": s.tokens, "seconds": s.seconds} for s in gathered]
-    metrics, per_row = score_outputs(data, outputs, settings.bertscore_model, prompts)
+    with compute.phase(f"generate {pair.row} × {task.name}"):
+        if world.size == 1:
+            outputs, stats = _generate(model, tokenizer, prompts, pair, data, settings)
+            ranks = None
+        else:
+            done = _generate_shard(model, tokenizer, prompts, pair, data, settings, world)
+            if done is None:
+                return None
+            outputs, stats, gathered = done
+            world.shards.append(gathered)
+            ranks = [{"rank": s.rank, "rows": len(s.rows), "tokens": s.tokens, "seconds": s.seconds}
+                     for s in gathered]
+    with compute.phase(f"scoring {pair.row} × {task.name}"):
+        metrics, per_row = score_outputs(data, outputs, settings.bertscore_model, prompts)
     lines = [
         json.dumps({"id": r["id"], "prompt_sha256": hashlib.sha256(prompt.encode("utf-8")).hexdigest(),
                     "output": out, "target": r["target"], **detail}, ensure_ascii=False)
@@ -394,7 +398,8 @@ def evaluate_unit(host, adapter: Adapter | None, items: list[tuple[Pair, dict]],
     if adapter is not None:
         attached, error = False, None
         try:
-            host.attach(name, str(adapter.path))
+            with compute.phase(f"adapter load {name}"):
+                host.attach(name, str(adapter.path))
             attached = True
         except Exception as exc:  # noqa: BLE001 - a broken adapter is one error row
             error = describe(exc)
@@ -459,7 +464,8 @@ def run_group(group: Group, rows: list[Row], pairs: list[Pair], datas: dict[str,
         engine.disable_progress_bars()
     loaded, error = None, None
     try:
-        loaded = engine.load_base(group.base.path, settings.base_quant)
+        with compute.phase(f"base load {group.base.ref}"):
+            loaded = engine.load_base(group.base.path, settings.base_quant)
     except Exception as exc:  # noqa: BLE001 - the group fails, the others go on
         error = describe(exc)
     error = _agree(world, error)
@@ -484,13 +490,17 @@ def run(groups: list[Group], datas: dict[str, TaskData], settings: Settings,
     many = sum(1 for g in groups if g.base.error is None) > 1
     all_rows: list[Row] = []
     group_facts: list[dict] = []
-    for group in groups:
-        rows, pairs = rows_and_pairs(group, datas, settings, many)
-        all_rows.extend(rows)
-        group_facts.append(run_group(group, rows, pairs, datas, settings, world))
+    # Peak RSS / GPU memory, CPU / GPU use and wall time per phase (base load, generate, scoring): lora/compute.py.
+    # With several processes each samples its own; rank 0's record is the one written.
+    with compute.Sampler() as sampler:
+        for group in groups:
+            rows, pairs = rows_and_pairs(group, datas, settings, many)
+            all_rows.extend(rows)
+            group_facts.append(run_group(group, rows, pairs, datas, settings, world))
     if world.rank != 0:
         return None, 0
-    results = report.build_results(all_rows, datas, group_facts, settings, versions(), time.monotonic() - t_start)
+    results = report.build_results(all_rows, datas, group_facts, settings, versions(), time.monotonic() - t_start,
+                                   compute=sampler.record().model_dump(mode="json"))
     results["timings"]["processes"] = world.size
     if world.size > 1:  # per rank: pairs, rows, token cost (what the shards balance), seconds generating
         results["timings"]["ranks"] = sharding.rank_totals(world.shards, world.size)

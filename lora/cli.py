@@ -1,6 +1,6 @@
 """`python finetune.py <name>`: registry entry -> recipes/<name>.yaml -> accelerate launch.
 
-    python finetune.py --list                               # entries, data present?, profile
+    python finetune.py --list                               # entries, data present?, profile, last run
     python finetune.py sentiment_smollm2_cpu --dry-run      # render + validate, print the command
     python finetune.py sentiment_smollm2_cpu                # train on this CPU (the demo)
     python finetune.py sentiment_llama_3_1_8b_8bits_r8      # train on a 4xA5000 pod
@@ -139,8 +139,8 @@ def request_from_args(args: argparse.Namespace) -> LaunchRequest:
 # ---------------------------------------------------------------- the four modes
 
 
-def list_mode(registry: Registry) -> int:
-    print(format_list(registry))
+def list_mode(registry: Registry, adapters_dir: Path = DEFAULT_ADAPTERS_DIR) -> int:
+    print(format_list(registry, adapters_dir))
     return 0
 
 
@@ -198,7 +198,7 @@ def main(argv: list[str] | None = None) -> int:
         args = parse_args(argv)
         registry = load_registry(args.config_json)
         if args.list:
-            return list_mode(registry)
+            return list_mode(registry, args.adapters_dir)
         request = request_from_args(args)
         if args.sky:
             return sky_mode(registry, request, args)
@@ -220,13 +220,30 @@ def data_status(registry: Registry, name: str) -> str:
     return "yes" if not missing else "MISSING " + ", ".join(missing)
 
 
-def format_list(registry: Registry) -> str:
-    headers = ("name", "base model", "quant", "r", "variant", "profile", "prompt", "data present?")
+def last_run(adapters_dir: Path, name: str) -> str:
+    """The run.json in lora_adapters/NAME: its status and what it used (wall time, peak RSS; lora/compute.py)."""
+    from lora.compute import short
+    from lora.run_record import RunRecord
+
+    try:
+        record = RunRecord.read(adapters_dir / name)
+    except UserError:
+        return "unreadable run.json"
+    if record is None:
+        return "–"
+    if record.compute is None:  # a run.json from before compute tracking, or a run still going
+        return record.status
+    train = next((p for p in record.compute.phases if p.name == "train"), record.compute.total)
+    return f"{record.status} {short(train)}"
+
+
+def format_list(registry: Registry, adapters_dir: Path = DEFAULT_ADAPTERS_DIR) -> str:
+    headers = ("name", "base model", "quant", "r", "variant", "profile", "prompt", "last run", "data present?")
     rows = []
     for name, e in registry.entries.items():
         quant = "16-bit" if e.quant_bits == 16 else f"{e.quant_bits}-bit"
         rows.append((name, e.base_model, quant, str(e.lora_r), e.variant, e.profile, e.resolved.prompt_format,
-                     data_status(registry, name)))
+                     last_run(adapters_dir, name), data_status(registry, name)))
     widths = [max(len(r[i]) for r in rows + [headers]) for i in range(len(headers))]
 
     def line(cells: tuple[str, ...]) -> str:
@@ -234,5 +251,6 @@ def format_list(registry: Registry) -> str:
 
     out = [line(headers), line(tuple("-" * w for w in widths))] + [line(r) for r in rows]
     out.append(f"{len(rows)} entries in {repo_relative(registry.path)}; "
-               "entries with MISSING data refuse to launch until the file is there (see data/README.md)")
+               "entries with MISSING data refuse to launch until the file is there (see data/README.md); "
+               f"last run: {repo_relative(adapters_dir)}/NAME/run.json status, training wall time, peak RSS")
     return "\n".join(out)

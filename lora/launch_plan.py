@@ -15,6 +15,7 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from lora.compute import Sampler
 from lora.datacheck import check_jsonl
 from lora.errors import UserError
 from lora.fsutil import REPO_ROOT, adapter_weights, repo_relative, write_atomic
@@ -27,6 +28,8 @@ from lora.registry import Entry, Registry, is_local_model_ref, parse_entry
 from lora.render import DEFAULT_ADAPTERS_DIR, DEFAULT_RECIPES_DIR, RecipeInputs, recipe_inputs, render
 from lora.run_record import RunRecord, portable_path
 from lora.runstate import RunLock, move_aside, resume_point
+
+COMPUTE_INTERVAL = 1.0  # seconds between samples of the training child (run.json "compute")
 
 
 @dataclass(frozen=True)
@@ -329,14 +332,22 @@ def _train(plan: LaunchPlan, lock: RunLock) -> int:
     output_dir.mkdir(parents=True, exist_ok=True)
     record.write(output_dir)
     print(f"launching: {shlex.join(plan.argv)}", file=sys.stderr, flush=True)
-    result = run_child(plan.argv, {**plan.env, **lock.env}, cwd=REPO_ROOT, on_start=lock.record_child)
+
+    def started(pid: int) -> None:
+        lock.record_child(pid)
+        sampler.watch(pid)  # from here on: the child's process tree (accelerate, its workers)
+
+    # The sampler's thread reads the training child's process tree (RSS, CPU, GPU) while it runs.
+    with Sampler(interval=COMPUTE_INTERVAL, wait_for_child=True) as sampler, sampler.phase("train"):
+        result = run_child(plan.argv, {**plan.env, **lock.env}, cwd=REPO_ROOT, on_start=started)
     if result.interrupted_by is not None:
         status, code = "interrupted", result.returncode or 128 + result.interrupted_by
     elif result.returncode == 0 and adapter_weights(output_dir) and training_finished(output_dir):
         status, code = "complete", 0
     else:
         status, code = "failed", result.returncode or 1
-    finish_record(record, status=status, exit_code=code, output_dir=output_dir).write(output_dir)
+    finished = finish_record(record, status=status, exit_code=code, output_dir=output_dir)
+    finished.model_copy(update={"compute": sampler.record()}).write(output_dir)
     plot_loss(output_dir, title=f"{plan.name} ({plan.entry.variant}, {plan.profile.name})")
     where = repo_relative(output_dir)
     if status == "complete":

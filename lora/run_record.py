@@ -7,6 +7,8 @@ Written when a launch starts (status "running") and rewritten when it ends ("com
 "interrupted"), atomically both times. Only a "complete" run with adapter weights is a finished adapter.
 Paths are portable: repo-relative when inside the repository, else relative to the adapter folder
 (`portable_path`); no machine path is stored. Schema 1 (absolute dataset paths) is still read.
+`compute` (lora/compute.py: the training child's peak RSS / GPU memory, mean CPU / GPU use, wall time per
+phase) is optional: a run.json written before it existed reads as compute None.
 """
 from __future__ import annotations
 
@@ -16,6 +18,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from lora.compute import ComputeRecord
 from lora.errors import UserError
 from lora.files import read_json
 from lora.fsutil import REPO_ROOT, write_json_atomic
@@ -71,6 +74,7 @@ class RunRecord(BaseModel):
     exit_code: int | None = None
     global_step: int | None = None
     final_train_loss: float | None = None
+    compute: ComputeRecord | None = Field(default=None, description="what training used (lora/compute.py)")
 
     def to_json(self) -> dict:
         return self.model_dump(mode="json", by_alias=True)

@@ -238,3 +238,21 @@ def test_a_target_module_the_model_lacks_is_refused_at_dry_run(workspace, capsys
     err = capsys.readouterr().err
     assert err.startswith("error: target_modules:") and "has no linear module nonexistent_proj" in err
     assert err.count("\n") == 1 and workspace.written() == []
+
+
+def test_list_shows_the_last_runs_status_wall_time_and_peak_rss(workspace, capsys):
+    from lora.compute import ComputeRecord, PhaseCompute
+
+    workspace.write({"done": cpu_entry(), "old": cpu_entry(), "never": cpu_entry(), "broken": cpu_entry()})
+    train = PhaseCompute(name="train", wall_seconds=381.0, peak_rss_bytes=2_100_000_000)
+    compute = ComputeRecord(interval_seconds=1.0, cpu_count=2, total=train.model_copy(update={"name": "total"}),
+                            phases=[train])
+    run_record("done", compute=compute).write(workspace.adapters / "done")
+    run_record("old", status="failed").write(workspace.adapters / "old")  # written before compute tracking
+    (workspace.adapters / "broken").mkdir()
+    (workspace.adapters / "broken" / "run.json").write_text("{")
+    assert cli.main(workspace.argv("--list")) == 0
+    lines = {l.split()[0]: l for l in capsys.readouterr().out.splitlines() if l}
+    assert "complete 6m21s, 2.1 GB RSS" in lines["done"]
+    assert "failed" in lines["old"] and "RSS" not in lines["old"]
+    assert "unreadable run.json" in lines["broken"] and " – " in lines["never"]

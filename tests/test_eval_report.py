@@ -71,3 +71,19 @@ def test_report_does_not_import_the_runner():
     done = subprocess.run([sys.executable, "-c", code], cwd=Path(__file__).resolve().parents[1], capture_output=True,
                           text=True, timeout=60)
     assert done.stdout.split() == ["False", "False"], done.stderr
+
+
+def test_markdown_shows_compute_and_results_without_it_still_render(results):
+    from lora.compute import ComputeRecord, PhaseCompute
+
+    total = PhaseCompute(name="total", wall_seconds=12.0, peak_rss_bytes=1_500_000_000, cpu_percent=88.0)
+    gen = PhaseCompute(name="generate a|b × fpb", wall_seconds=9.5, peak_rss_bytes=1_400_000_000, cpu_percent=97.0)
+    rec = ComputeRecord(interval_seconds=0.5, cpu_count=2, total=total, phases=[gen])
+    md = report.to_markdown({**results, "compute": rec.model_dump(mode="json")})
+    assert "| generate a\\|b × fpb | 9.5 | 1.4 GB | 97% |" in md and "| total | 12.0 | 1.5 GB | 88% |" in md
+    assert "GPU memory" not in md and "no GPU" in md
+    gpu = rec.model_copy(update={"gpus": ["NVIDIA H100"], "total": total.model_copy(
+        update={"peak_gpu_memory_bytes": 20_000_000_000, "gpu_util_percent": 71.0})})
+    assert "| total | 12.0 | 1.5 GB | 88% | 20.0 GB | 71% |" in report.to_markdown({**results, "compute": gpu.model_dump()})
+    assert "Compute" not in report.to_markdown(results)  # a results.json from before compute tracking
+    assert "malformed" in report.to_markdown({**results, "compute": {"total": 1}})

@@ -405,3 +405,20 @@ def test_rerun_skips_finished_pairs_and_redoes_a_lost_one(first_run, adapters, c
     for b, a in zip(before["rows"], after["rows"], strict=True):
         for task in b["results"]:
             assert a["results"][task]["metrics"] == b["results"][task]["metrics"]
+
+
+def test_results_record_compute_per_phase(tmp_path, fake_engine):
+    """results.json "compute": base load, adapter load, generate and scoring per row × task, and the total;
+    results.md shows them. A rerun with every pair finished records only the phases it ran."""
+    fake_adapter(tmp_path / "ad" / "a", run=run_record("a"))
+    out = tmp_path / "out"
+    assert main(_argv(tmp_path / "ad", out)) == 0
+    rec = json.loads((out / "results.json").read_text())["compute"]
+    names = [p["name"] for p in rec["phases"]]
+    assert names[0] == f"base load {BUNDLED_REF}" and "adapter load a" in names
+    assert {"generate base × fpb", "scoring base × fpb", "generate a × formula", "scoring a × formula"} <= set(names)
+    assert rec["total"]["peak_rss_bytes"] > 10 << 20  # this test process, at least
+    assert rec["total"]["wall_seconds"] >= max(p["wall_seconds"] for p in rec["phases"])
+    assert "| generate a × fpb |" in (out / "results.md").read_text()
+    assert main(_argv(tmp_path / "ad", out)) == 0
+    assert json.loads((out / "results.json").read_text())["compute"]["phases"] == []

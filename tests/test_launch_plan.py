@@ -69,3 +69,33 @@ def test_zero_override_leaves_the_registry_untouched(setup):
     assert entry_for(registry, req).zero_stage == 3 and registry.get("gpu").zero_stage is None
     plan = decide(req, registry, entry_for(registry, req), facts(workers=4))
     assert "templates/deepspeed/zero3.json" in plan.argv
+
+
+def test_training_records_the_child_trees_compute_in_run_json(setup, monkeypatch):
+    """execute() samples the child it starts (on_start hands over its pid): run.json gets a "train" phase
+    whose peak RSS is the child's (~150 MB held), not the parent's."""
+    import subprocess
+    import sys
+
+    from lora import launch_plan
+    from lora.launch import ChildResult
+    from lora.run_record import RunRecord
+    from lora.runstate import RunLock
+
+    monkeypatch.setattr(launch_plan, "COMPUTE_INTERVAL", 0.05)
+    workspace, registry, request = setup
+    req = request()
+
+    def run_child(argv, env, cwd, on_start=None):
+        proc = subprocess.Popen([sys.executable, "-c", "import time; b = bytearray(150 << 20); time.sleep(1)"])
+        on_start(proc.pid)
+        return ChildResult(proc.wait(), None)
+
+    monkeypatch.setattr(launch_plan, "run_child", run_child)
+    plan = decide(req, registry, entry_for(registry, req), facts())
+    with RunLock(workspace.adapters, "cpu") as lock:
+        assert launch_plan.execute(plan, lock) == 1  # no adapter written: failed, and still recorded
+    compute = RunRecord.read(req.output_dir).compute
+    train = compute.phases[0]
+    assert train.name == "train" and train.wall_seconds >= 1.0
+    assert 150 << 20 < train.peak_rss_bytes < 1 << 30

@@ -53,3 +53,24 @@ def test_portable_paths_hold_no_machine_path(tmp_path):
     outside.write_text("{}")
     assert resolve_portable(ref, adapter) == outside.resolve()
     assert resolve_portable("data/train/fpb_train.jsonl", adapter) == inside
+
+
+def test_compute_round_trips_and_older_files_without_it_still_load(tmp_path):
+    from lora.compute import ComputeRecord, PhaseCompute
+
+    total = PhaseCompute(name="total", wall_seconds=381.0, peak_rss_bytes=2_100_000_000, cpu_percent=93.0)
+    compute = ComputeRecord(interval_seconds=1.0, cpu_count=2, total=total, phases=[total.model_copy(update={"name": "train"})])
+    record = run_record("r", compute=compute)
+    record.write(tmp_path)
+    assert RunRecord.read(tmp_path).compute == compute
+    raw = run_record("r").to_json()
+    del raw["compute"]  # a run.json written before compute tracking
+    (tmp_path / "run.json").write_text(json.dumps(raw))
+    assert RunRecord.read(tmp_path).compute is None
+
+
+def test_a_malformed_compute_is_one_line_naming_the_key(tmp_path):
+    raw = {**run_record("r").to_json(), "compute": {"interval_seconds": 1, "cpu_count": 2, "total": {"name": "t"}}}
+    (tmp_path / "run.json").write_text(json.dumps(raw))
+    with pytest.raises(UserError, match="key 'compute.total.wall_seconds'"):
+        RunRecord.read(tmp_path)
