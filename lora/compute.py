@@ -20,6 +20,7 @@ GPUs, memory is summed and utilisation averaged over the devices.
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import os
 import threading
 import time
@@ -196,7 +197,7 @@ class Sampler:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._t0 = self._t1 = None
-        self._previous: Sampler | None = None
+        self._token: contextvars.Token | None = None
         self._cpu_offset = 0.0
 
     def watch(self, pid: int) -> None:
@@ -235,14 +236,12 @@ class Sampler:
         self._t1 = self.clock()
 
     def __enter__(self) -> Sampler:
-        global _current
-        self._previous, _current = _current, self
+        self._token = _current.set(self)
         return self.start()
 
     def __exit__(self, *exc) -> None:
-        global _current
         self.stop()
-        _current = self._previous
+        _current.reset(self._token)
 
     @contextlib.contextmanager
     def phase(self, name: str) -> Iterator[None]:
@@ -267,16 +266,19 @@ class Sampler:
                              total=total, phases=phases)
 
 
-_current: Sampler | None = None
+# A context variable, not a global: each thread sees its own sampler (eval's tests run ranks as threads,
+# and a global would send one thread's phases to another's sampler and outlive it).
+_current: contextvars.ContextVar[Sampler | None] = contextvars.ContextVar("compute_sampler", default=None)
 
 
 @contextlib.contextmanager
 def phase(name: str) -> Iterator[None]:
     """A phase of the current sampler's run; nothing when no sampler runs (library use, tests)."""
-    if _current is None:
+    sampler = _current.get()
+    if sampler is None:
         yield
         return
-    with _current.phase(name):
+    with sampler.phase(name):
         yield
 
 

@@ -62,7 +62,7 @@ def test_module_phase_is_a_no_op_without_a_sampler_and_records_with_one():
             time.sleep(0.05)
     assert [p.name for p in s.record().phases] == ["load"]
     assert s.record().phases[0].samples >= 2  # both ends are sampled, however short the phase
-    assert compute._current is None
+    assert compute._current.get() is None
 
 
 def test_short_column_text():

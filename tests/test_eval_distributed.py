@@ -276,8 +276,9 @@ def run_threads(groups, datas, settings, size: int):
     return got[0]
 
 
-# What may differ between two runs of the same plan (and between 1 and N processes): clocks and the command.
-VARYING = frozenset({"timing", "timings", "finished_at", "created", "load_seconds", "command"})
+# What may differ between two runs of the same plan (and between 1 and N processes): clocks, measured
+# compute (memory, utilisation) and the command.
+VARYING = frozenset({"timing", "timings", "compute", "finished_at", "created", "load_seconds", "command"})
 
 
 def without_timing(obj):
