@@ -24,7 +24,7 @@ import shlex
 import sys
 from pathlib import Path
 
-from lora import queue, sky
+from lora import queue, queue_cli, sky
 from lora.errors import OneLineParser, UserError
 from lora.fsutil import repo_relative
 from lora.launch_plan import (
@@ -38,11 +38,9 @@ from lora.launch_plan import (
     write_recipe,
 )
 from lora.profiles import PROFILES
-from lora.queue import QueueOptions
 from lora.registry import Registry, load_registry
 from lora.render import DEFAULT_ADAPTERS_DIR, DEFAULT_RECIPES_DIR, DEFAULT_REGISTRY, validate_with_axolotl
 from lora.runstate import RunLock
-from lora.sweep import MAX_RUNS_WITHOUT_YES
 
 FLAG_RANGES = {  # flag: (attribute, lowest, highest)
     "--gpus": ("gpus", 1, 1024),
@@ -118,7 +116,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     rented.add_argument("--down", action="store_true",
                         help="with --sky: delete the machine when training ends (default: after 30 idle minutes, "
                              "deleted with --bucket/--volume, else stopped with its disk)")
-    add_queue_flags(p)
+    queue_cli.add_flags(p)
     p.add_argument("--recipes-dir", type=Path, default=DEFAULT_RECIPES_DIR, help=argparse.SUPPRESS)
     p.add_argument("--adapters-dir", type=Path, default=DEFAULT_ADAPTERS_DIR, help=argparse.SUPPRESS)
     args = p.parse_args(argv)
@@ -127,77 +125,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     if args.run_name and args.name and args.run_name != args.name:
         p.error("give the run name once (positional or --run_name)")
     args.name = args.name or args.run_name
-    check_queue_flags(args)
-    if not args.list and not args.name and not queue_mode(args):
+    queue_cli.check_flags(args)
+    if not args.list and not args.name and not queue_cli.queue_mode(args):
         p.error("a run name is required (see --list)")
     return args
-
-
-# ---------------------------------------------------------------- queues and sweeps (lora/queue.py, docs/queue.md)
-
-
-def add_queue_flags(p: argparse.ArgumentParser) -> None:
-    q = p.add_argument_group("queues and sweeps (docs/queue.md)")
-    q.add_argument("--queue", nargs="+", metavar="NAME", help="train these entries one after another")
-    q.add_argument("--match", metavar="GLOB", help="queue every entry whose name matches (e.g. 'sentiment_*_cpu')")
-    q.add_argument("--sweep", nargs="+", metavar="KEY=V1,V2",
-                   help="queue the product of these values over the entry NAME (derived entries, own registry file)")
-    q.add_argument("--queue-name", help="the queue's folder under lora_adapters/queues/ (default: from the command)")
-    q.add_argument("--eval", dest="eval_mode", choices=("after", "end", "none"), default="after",
-                   help="evaluate each adapter on its tasks after its run (default), all at the end, or not")
-    q.add_argument("--eval-limit", type=int, metavar="N", help="python -m eval --limit N (first N rows per task)")
-    q.add_argument("--stop-on-error", action="store_true", help="stop the queue at the first failed run")
-    q.add_argument("--lock-wait", type=float, metavar="SECONDS",
-                   help="how long to wait for a run another launch holds (default: as long as it takes)")
-    q.add_argument("--yes", action="store_true", help=f"allow a sweep of more than {MAX_RUNS_WITHOUT_YES} runs")
-    q.add_argument("--on-finish", nargs=argparse.REMAINDER, metavar="CMD",
-                   help="last flag: run CMD (an argv, no shell) when the queue ends, whatever its outcome")
-
-
-def queue_mode(args: argparse.Namespace) -> bool:
-    return bool(args.queue or args.match is not None or args.sweep)
-
-
-def check_queue_flags(args: argparse.Namespace) -> None:
-    if not queue_mode(args):
-        given = [f for f, v in (("--queue-name", args.queue_name), ("--eval-limit", args.eval_limit),
-                                ("--stop-on-error", args.stop_on_error), ("--lock-wait", args.lock_wait),
-                                ("--yes", args.yes), ("--on-finish", args.on_finish)) if v not in (None, False)]
-        if given or args.eval_mode != "after":
-            raise UserError(f"{given[0] if given else '--eval'} is a queue flag: add --queue, --match or --sweep "
-                            "(docs/queue.md)")
-        return
-    if args.sweep and (args.queue or args.match is not None):
-        raise UserError("--sweep expands one entry (the positional NAME); run --queue/--match as a queue of its own")
-    if args.sweep and not args.name:
-        raise UserError("--sweep needs the entry to sweep: python finetune.py NAME --sweep KEY=V1,V2")
-    if not args.sweep and args.name:
-        raise UserError(f"a queue takes its runs from --queue/--match; drop the positional {args.name!r} "
-                        "or add it to --queue")
-    clash = [f for f, v in (("--plan", args.plan), ("--fresh", args.fresh), ("--sky", args.sky),
-                            ("--list", args.list)) if v]
-    if clash:
-        raise UserError(f"{clash[0]} does not combine with a queue; --dry-run prints every run's plan "
-                        "(--fresh: retrain one run with `finetune.py NAME --fresh`)")
-    if args.num_machines != 1 or args.machine_rank is not None or args.main_process_ip:
-        raise UserError("queues run on one machine; multi-node flags are for single launches")
-    if args.on_finish is not None and not args.on_finish:
-        raise UserError("--on-finish needs a command after it (it is the last flag: --on-finish CMD ARG …)")
-    if args.eval_limit is not None and args.eval_limit < 1:
-        raise UserError(f"--eval-limit {args.eval_limit}: give a positive number of rows")
-    if args.lock_wait is not None and not (math.isfinite(args.lock_wait) and args.lock_wait >= 0):
-        raise UserError(f"--lock-wait {args.lock_wait}: give seconds, 0 or more")
-
-
-def queue_options(args: argparse.Namespace, argv: list[str]) -> QueueOptions:
-    return QueueOptions(
-        names=tuple(args.queue or ()), match=args.match, sweep=tuple(args.sweep or ()),
-        sweep_base=args.name if args.sweep else None, queue_name=args.queue_name, eval_mode=args.eval_mode,
-        eval_limit=args.eval_limit, stop_on_error=args.stop_on_error, on_finish=tuple(args.on_finish or ()),
-        yes=args.yes, dry_run=args.dry_run, lock_wait=args.lock_wait, usd_per_gpu_hour=args.usd_per_gpu_hour,
-        gpus=args.gpus, cpu_processes=args.cpu_processes, zero=args.zero, adapters_dir=args.adapters_dir,
-        recipes_dir=args.recipes_dir, command=("python", "finetune.py", *argv),
-    )
 
 
 def request_from_args(args: argparse.Namespace) -> LaunchRequest:
@@ -273,8 +204,8 @@ def main(argv: list[str] | None = None) -> int:
         registry = load_registry(args.config_json)
         if args.list:
             return list_mode(registry)
-        if queue_mode(args):
-            return queue.main(registry, queue_options(args, argv))
+        if queue_cli.queue_mode(args):
+            return queue.main(registry, queue_cli.queue_options(args, argv))
         request = request_from_args(args)
         if args.sky:
             return sky_mode(registry, request, args)

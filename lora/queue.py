@@ -474,19 +474,24 @@ def eval_state(returncode: int, out: str, found: dict | None) -> EvalState:
 
 def run_queue(plan: QueuePlan, options: QueueOptions) -> int:
     """Returns 0 when every run finished and evaluated, 1 when one failed, 128+N after signal N."""
-    if plan.derived:
-        write_sweep_registry(plan.sweep_file, plan.derived, plan.registry)
-        registry = load_registry(plan.sweep_file)  # what `--list --config-json` shows is what trains
-    else:
-        registry = plan.registry
     with RunLock(plan.folder.parent, plan.name), StopFlag() as stop:
+        registry = plan.registry
+        if plan.derived:
+            write_sweep_registry(plan.sweep_file, plan.derived, plan.registry)
+            registry = load_registry(plan.sweep_file)  # what `--list --config-json` shows is what trains
         state = merge(read_state(plan.folder), fresh_state(plan, options))
         runner = Runner(plan, registry, options, state, stop)
         if is_finished(state):
             print(f"[queue {plan.name}] finished earlier; its table "
                   f"({repo_relative(plan.folder)}/summary.md):", flush=True)
         else:
-            _work(runner)
+            try:
+                _work(runner)
+            except KeyboardInterrupt:  # a second signal: stop now; the cut run is resumed next time
+                stop.set(signal.SIGINT)
+                for r in runner.state.runs:
+                    if r.status == "running":
+                        runner.state = update_run(runner.state, r.name, status="interrupted", ended_at=utc_now_iso())
         signum = stop.signum
         runner.state = runner.state.model_copy(update={"outcome": outcome(runner.state, signum is not None)})
         runner.save()

@@ -8,6 +8,7 @@ the adapter beside them); the fake `python -m eval` writes a results.json with o
 from __future__ import annotations
 
 import json
+import os
 import signal
 from pathlib import Path
 
@@ -43,6 +44,8 @@ class Children:
         self.train_argv[name] = argv
         out = self.adapters / name
         what = self.outcomes.get(name, "ok")
+        for _ in range(what.count("signal")):  # the queue's own handler (a real child has run_child's)
+            os.kill(os.getpid(), signal.SIGTERM)
         if what == "fail":
             return ChildResult(1, None)
         max_steps = 2
@@ -172,6 +175,25 @@ def test_interrupted_run_stops_the_queue_and_the_same_command_resumes_it(registr
     assert resume[resume.index("--resume_from_checkpoint") + 1].endswith("b/checkpoint-1")
     _, state = state_of(registry)
     assert [r.steps for r in state.runs] == [2, 2, 2] and state.run("b").attempts == 2
+
+
+def test_a_signal_outside_a_child_stops_the_queue_after_the_current_step(registry, children, capsys):
+    children.outcomes["a"] = "signal"
+    assert run(registry, "--queue", "a", "b", "--eval", "none") == 128 + signal.SIGTERM
+    assert children.trained == ["a"]
+    _, state = state_of(registry)
+    assert [r.status for r in state.runs] == ["complete", "pending"] and state.outcome == "interrupted"
+    assert "stopping after the current step" in capsys.readouterr().err
+
+
+def test_a_second_signal_stops_at_once_and_leaves_the_state_consistent(registry, children):
+    children.outcomes["a"] = "signal signal"
+    assert run(registry, "--queue", "a", "b", "--eval", "none") == 128 + signal.SIGTERM
+    _, state = state_of(registry)
+    assert [r.status for r in state.runs] == ["interrupted", "pending"] and state.outcome == "interrupted"
+    children.outcomes.clear()
+    assert run(registry, "--queue", "a", "b", "--eval", "none") == 0
+    assert children.trained == ["a", "a", "b"]
 
 
 def test_a_run_left_running_by_a_lost_machine_is_resumed(registry, children):

@@ -87,7 +87,8 @@ def test_queue_survives_sigterm_and_a_lost_machine_and_a_failing_entry(entries):
     for pid in processes_with_token(token):
         os.kill(pid, signal.SIGKILL)
     log = second.communicate(timeout=60)[0]
-    assert "1/3 a: complete — already trained" in log, log[-4000:]
+    assert "1/3 a: start" not in log and "3/3 b: start" in log, log[-4000:]  # a finished: not retrained
+    assert f"resuming from checkpoint-{resume}" in log
     assert read_state(queue_folder(entries)).run("b").status == "running"
 
     third = subprocess.run([sys.executable, str(REPO / "finetune.py"), *entries.argv(*queue)], cwd=REPO,
