@@ -53,7 +53,8 @@ def build_summary(state: QueueState) -> dict:
             "wall_seconds": round(r.wall_seconds, 1), "gpu_hours": _round(gpu_hours(r), 4),
             "cost_usd": _round(cost_usd(r), 4), "planned_hours": r.planned_hours,
             "planned_cost_usd": r.planned_cost_usd, "exit_code": r.exit_code, "error": r.error,
-            "eval": {"status": r.eval.status, "exit_code": r.eval.exit_code, "out": r.eval.out,
+            "eval": {"status": "not asked" if state.eval_mode == "none" and r.eval.status == "pending"
+                     else r.eval.status, "exit_code": r.eval.exit_code, "out": r.eval.out,
                      "error": r.eval.error},
             "metrics": {t: m.model_dump(mode="json") for t, m in r.eval.metrics.items()},
         })
@@ -185,6 +186,9 @@ def sweep_png(summary: dict) -> bytes | None:
                             fmt="o", capsize=4, color="#1f77b4")
             else:
                 ax.plot([x], [m["value"]], "o", color="#1f77b4")
+        values = [v for r in rows for v in _points(r["metrics"].get(task))]
+        if values and all(0 <= v <= 1 for v in values):
+            ax.set_ylim(-0.03, 1.03)  # a 0-1 score on its whole scale: panels compare at a glance
         ax.set_xticks(range(len(rows)))
         ax.set_xticklabels([plain(label) for label in labels], rotation=30, ha="right", fontsize=7)
         ax.set_xlabel(plain(" x ".join(keys)), fontsize=8)
@@ -198,6 +202,10 @@ def sweep_png(summary: dict) -> bytes | None:
     fig.savefig(buf, format="png", metadata={"Description": command, "Software": "python finetune.py --sweep"})
     plt.close(fig)
     return buf.getvalue()
+
+
+def _points(m: dict | None) -> list[float]:
+    return [] if not m else [v for v in (m["value"], m["low"], m["high"]) if v is not None]
 
 
 def write_summary(folder: Path, state: QueueState) -> str:

@@ -218,7 +218,10 @@ def test_eval_end_is_one_eval_call_over_every_adapter(registry, children):
 
 def test_eval_none_runs_no_eval(registry, children):
     assert run(registry, "--queue", "a", "--eval", "none") == 0
-    assert children.evals == [] and state_of(registry)[1].run("a").eval.status == "pending"
+    folder, state = state_of(registry)
+    assert children.evals == [] and state.run("a").eval.status == "pending" and state.outcome == "complete"
+    assert "| a | complete | 2 |" in (folder / "summary.md").read_text()
+    assert "| not asked |" in (folder / "summary.md").read_text()
 
 
 def test_match_queues_every_matching_entry_in_registry_order(registry, children):
