@@ -402,9 +402,12 @@ class Runner:
         result = run_child(argv, dict(os.environ), cwd=REPO_ROOT)
         if result.interrupted_by is not None:
             return result.interrupted_by
-        fresh = results_file.is_file() and results_file.stat().st_mtime_ns != before
-        results = json.loads(results_file.read_text(encoding="utf-8")) if fresh else None
-        per_run = metrics_by_run(results, dirs) if results is not None else {}
+        per_run = {}
+        if results_file.is_file() and results_file.stat().st_mtime_ns != before:  # this call wrote it
+            try:
+                per_run = metrics_by_run(json.loads(results_file.read_text(encoding="utf-8")), dirs)
+            except (OSError, ValueError, KeyError, TypeError) as exc:  # recorded as each run's eval error
+                print(f"queue: cannot read {repo_relative(results_file)}: {exc}", file=sys.stderr)
         for n in names:
             ev = eval_state(result.returncode, repo_relative(out), per_run.get(n))
             self.state = set_eval(self.state, n, ev)

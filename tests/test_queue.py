@@ -36,6 +36,7 @@ class Children:
         self.others: list[list[str]] = []
         self.outcomes: dict[str, str] = {}  # "fail", "interrupt" (after one checkpoint)
         self.on_finish_code = 0
+        self.eval_garbage = False  # the fake eval writes a damaged results.json
 
     def train(self, argv, env, cwd, on_start=None):
         recipe = next(a for a in argv if a.endswith(".yaml"))
@@ -74,8 +75,8 @@ class Children:
                              "results": {"fpb": {"metrics": {"n": 8, "accuracy": 0.5 + 0.1 * i,
                                                              "ci": {"accuracy": [0.4 + 0.1 * i, 0.6 + 0.1 * i]}}}}})
             out.mkdir(parents=True, exist_ok=True)
-            (out / "results.json").write_text(json.dumps(
-                {"tasks": {"fpb": {"headline": "accuracy"}}, "rows": rows}))
+            text = "{" if self.eval_garbage else json.dumps({"tasks": {"fpb": {"headline": "accuracy"}}, "rows": rows})
+            (out / "results.json").write_text(text)
             return ChildResult(0, None)
         self.others.append(argv)
         return ChildResult(self.on_finish_code, None)
@@ -214,6 +215,15 @@ def test_eval_end_is_one_eval_call_over_every_adapter(registry, children):
     assert [Path(p).name for p in argv[3:5]] == ["a", "b"] and argv[-2:] == ["--limit", "5"]
     _, state = state_of(registry)
     assert state.run("b").eval.metrics["fpb"].value == pytest.approx(0.6)
+
+
+def test_a_damaged_results_json_is_an_eval_failure_and_the_queue_goes_on(registry, children, capsys):
+    children.eval_garbage = True
+    assert run(registry, "--queue", "a", "b") == 1
+    assert children.trained == ["a", "b"]
+    _, state = state_of(registry)
+    assert [r.eval.status for r in state.runs] == ["failed", "failed"] and "without a row" in state.run("a").eval.error
+    assert "cannot read" in capsys.readouterr().err
 
 
 def test_eval_none_runs_no_eval(registry, children):
