@@ -7,8 +7,10 @@
     python finetune.py --config-json ../FinLoRA/lora/finetune_configs.json sentiment_llama_3_1_8b_8bits_r8
 
     python finetune.py formula_llama_3_1_8b_8bits_r8 --sky --bucket my-adapters --down   # on a rented GPU
+    python finetune.py --queue a b c --on-finish sudo shutdown -h now    # a queue (docs/queue.md)
+    python finetune.py sentiment_smollm2_cpu --sweep lora_r=4,8 --dry-run   # a sweep's plans
 
-One function per mode (list, plan, dry-run, train, sky); lora/launch_plan.py decides and executes a launch.
+One function per mode (list, plan, dry-run, train, sky; queues and sweeps in lora/queue.py); lora/launch_plan.py decides and executes a launch.
 Bad input (unknown run, bad key, bad data, no CUDA for a GPU recipe, bad flags) is one line on stderr
 and exit code 2, before anything is written. Otherwise the exit code is the training process's own.
 """
@@ -22,7 +24,7 @@ import shlex
 import sys
 from pathlib import Path
 
-from lora import sky
+from lora import queue, queue_cli, sky
 from lora.errors import OneLineParser, UserError
 from lora.fsutil import repo_relative
 from lora.launch_plan import (
@@ -114,6 +116,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     rented.add_argument("--down", action="store_true",
                         help="with --sky: delete the machine when training ends (default: after 30 idle minutes, "
                              "deleted with --bucket/--volume, else stopped with its disk)")
+    queue_cli.add_flags(p)
     p.add_argument("--recipes-dir", type=Path, default=DEFAULT_RECIPES_DIR, help=argparse.SUPPRESS)
     p.add_argument("--adapters-dir", type=Path, default=DEFAULT_ADAPTERS_DIR, help=argparse.SUPPRESS)
     args = p.parse_args(argv)
@@ -122,7 +125,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     if args.run_name and args.name and args.run_name != args.name:
         p.error("give the run name once (positional or --run_name)")
     args.name = args.name or args.run_name
-    if not args.list and not args.name:
+    queue_cli.check_flags(args)
+    if not args.list and not args.name and not queue_cli.queue_mode(args):
         p.error("a run name is required (see --list)")
     return args
 
@@ -194,11 +198,14 @@ def sky_mode(registry: Registry, request: LaunchRequest, args: argparse.Namespac
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
     try:
         args = parse_args(argv)
         registry = load_registry(args.config_json)
         if args.list:
             return list_mode(registry, args.adapters_dir)
+        if queue_cli.queue_mode(args):
+            return queue.main(registry, queue_cli.queue_options(args, argv))
         request = request_from_args(args)
         if args.sky:
             return sky_mode(registry, request, args)
