@@ -71,6 +71,7 @@ class RunRecord(BaseModel):
     exit_code: int | None = None
     global_step: int | None = None
     final_train_loss: float | None = None
+    tensorboard_dir: str | None = Field(default=None, description="TensorBoard event files (portable path)")
 
     def to_json(self) -> dict:
         return self.model_dump(mode="json", by_alias=True)
