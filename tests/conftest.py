@@ -54,13 +54,13 @@ def workspace(tmp_path):
     return Workspace()
 
 
-def fake_machine(gpus: int, **overrides):
-    """The pre-flight's facts of a healthy pod with `gpus` A5000s (20 GiB free each), model cached."""
+def fake_machine(count: int, **overrides):
+    """The pre-flight's facts of a healthy pod with `count` A5000s (20 GiB free each), model cached."""
     from lora.preflight import MachineFacts
     from lora.profiles import GpuInfo
 
-    facts = dict(torch_version="2.11.0+cu128", torch_cuda="12.8", driver_cuda="12.8", cuda_available=gpus > 0,
-                 gpus=tuple(GpuInfo(name="NVIDIA RTX A5000", total_gib=23.6, free_gib=20.0) for _ in range(gpus)),
+    facts = dict(torch_version="2.11.0+cu128", torch_cuda="12.8", driver_cuda="12.8", cuda_available=count > 0,
+                 gpus=tuple(GpuInfo(name="NVIDIA RTX A5000", total_gib=23.6, free_gib=20.0) for _ in range(count)),
                  free_disk_gb={"/cache": 500.0}, model_cached=True, token_present=False)
     return MachineFacts(**{**facts, **overrides})
 
