@@ -291,12 +291,27 @@ def environment() -> dict:
     facts: dict = {"python": sys.version.split()[0]}
     for module in ("torch", "transformers", "accelerate", "peft", "axolotl", "trl", "datasets", "bitsandbytes",
                    "deepspeed", "flash_attn"):
-        code, text, _ = run([sys.executable, "-c", f"import {module}; print({module}.__version__)"], dict(os.environ), 120)
-        facts[module] = text.strip().splitlines()[-1] if code == 0 else None
+        code, text, _ = run([sys.executable, "-c", f"import {module}; print('VERSION', {module}.__version__)"],
+                            dict(os.environ), 120)
+        found = [line.split(" ", 1)[1] for line in text.splitlines() if line.startswith("VERSION ")]
+        facts[module] = found[-1] if code == 0 and found else None
     code, text, _ = run(["nvidia-smi", "--query-gpu=name,memory.total,driver_version", "--format=csv,noheader"],
                         dict(os.environ), 60) if shutil.which("nvidia-smi") else (1, "", 0)
     facts["gpus"] = text.strip().splitlines() if code == 0 else []
     return facts
+
+
+def import_probe() -> dict:
+    """Does the training path import? If not, the module that is missing (the next wheel to carry)."""
+    code, text, _ = run([sys.executable, "-c", "import axolotl.cli.train, axolotl.train, lora.cli, eval.engine"],
+                        dict(os.environ), 300)
+    missing = re.findall(r"No module named '([\w.]+)'", text)
+    return {"ok": code == 0, "missing": missing[-1] if missing else None, "error_tail": None if code == 0 else tail(text, 8)}
+
+
+def installed() -> list[str]:
+    code, text, _ = run([sys.executable, "-m", "pip", "list", "--format=freeze"], dict(os.environ), 120)
+    return text.split() if code == 0 else []
 
 
 # ---------------------------------------------------------------- the report
@@ -327,6 +342,9 @@ def markdown(report: dict) -> str:
         ([{"variant": "eval", **report["eval"]}] if report["eval"].get("error_tail") else [])
     if report.get("install", {}).get("error_tail"):
         failures.insert(0, {"variant": "install", **report["install"]})
+    probe = report.get("import_probe") or {}
+    if probe.get("error_tail"):
+        failures.insert(0, {"variant": f"import (missing: {probe.get('missing')})", "error_tail": probe["error_tail"]})
     if failures:
         lines += ["", "## Failures", ""]
         for f in failures:
@@ -384,6 +402,8 @@ def main(argv: list[str] | None = None) -> int:
                     "command": "python " + " ".join([Path(sys.argv[0]).as_posix(), *(argv or sys.argv[1:])])}
     report["install"] = install_wheels(args.wheels) if args.wheels else {"status": "not asked"}
     report["environment"] = environment()
+    report["installed"] = installed()  # what the machine had: tells the next session which wheels to carry
+    report["import_probe"] = import_probe()
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "AXOLOTL_DO_NOT_TRACK": "1",
            "DO_NOT_TRACK": "1"}
     model_dir = work / "tiny-llama"
