@@ -39,13 +39,21 @@ REPO = Path(__file__).resolve().parent.parent
 TOKENIZER_DIR = REPO / "models" / "base_model" / "smollm2-135m-instruct"
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "chat_template.jinja")
 DATASET = REPO / "data" / "train" / "fpb_train.jsonl"
-# What the GPU machine lacks (issue 10): these five, plus the packages axolotl, trl and datasets import on
-# the training path that are not dependencies of torch/transformers/accelerate/peft (found by
-# `--cpu-smoke --import-log`, see docs/pods.md). --no-deps: pip never resolves (there is no network there).
+# What the GPU machine lacks (issue 10): these five, plus what `import axolotl.cli.train, axolotl.train, lora.cli,
+# eval.engine` needs beyond torch/transformers/accelerate/peft and their requirements (found on the CPU machine
+# in a venv holding only those, adding each missing module until the import worked), pinned to the versions
+# tested here, and tensorboard (recipes log to it). Measured total 55.6 MiB. Also needed by that import but
+# too big to carry (pandas 12 MB, pyarrow 42 MB, numba + llvmlite 46 MB): the machine must have them; the
+# report's import probe names the first one missing. --no-deps: pip never resolves (no network there).
 WHEELS = ("axolotl==0.19.0", "trl==1.9.0", "datasets==4.8.4", "peft==0.20.0", "bitsandbytes==0.50.2")
-EXTRA_WHEELS = ("addict", "fire", "termcolor", "pyarrow", "dill==0.4.0", "multiprocess==0.70.18", "xxhash",
-                "pandas", "colorama", "art")
-PYTHON_VERSION, PLATFORM = "3.12", "manylinux2014_x86_64"
+EXTRA_WHEELS = ("fire==0.7.1", "termcolor==3.3.0", "addict==2.4.0", "multiprocess==0.70.19", "dill==0.4.1",
+                "xxhash==4.1.0", "posthog==6.7.11", "backoff==2.2.1", "distro==1.9.0", "fastcore==2.2.39",
+                "kernels==0.16.2", "kernels-data==0.16.2", "python-dateutil==2.9.0.post0", "pytz==2026.6",
+                "six==1.17.0", "pydantic==2.12.5", "pydantic_core==2.41.5", "typing-inspection==0.4.5",
+                "annotated-types==0.8.0", "tensorboard==2.21.0")
+PYTHON_VERSION = "3.12"
+# bitsandbytes 0.50.2 ships manylinux_2_24 only: --platform manylinux2014_x86_64 alone finds no wheel
+PLATFORMS = ("manylinux2014_x86_64", "manylinux_2_24_x86_64", "manylinux_2_28_x86_64")
 MAX_WHEELS_MB = 60
 
 
@@ -365,8 +373,9 @@ def write_report(report: dict, out: Path) -> None:
 
 
 def download_command(dest: Path) -> list[str]:
+    platforms = [arg for p in PLATFORMS for arg in ("--platform", p)]
     return [sys.executable, "-m", "pip", "download", "--only-binary=:all:", "--python-version", PYTHON_VERSION,
-            "--platform", PLATFORM, "--no-deps", "-d", str(dest), *WHEELS, *EXTRA_WHEELS]
+            *platforms, "--no-deps", "-d", str(dest), *WHEELS, *EXTRA_WHEELS]
 
 
 def download_wheels(dest: Path) -> int:

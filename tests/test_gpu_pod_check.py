@@ -67,7 +67,8 @@ def test_download_command_is_binary_only_for_the_gpu_machines_python():
     argv = pod.download_command(Path("wheels/gpu"))
     assert argv[1:4] == ["-m", "pip", "download"] and "--only-binary=:all:" in argv and "--no-deps" in argv
     assert argv[argv.index("--python-version") + 1] == "3.12"
-    assert argv[argv.index("--platform") + 1] == "manylinux2014_x86_64"
+    platforms = [argv[i + 1] for i, a in enumerate(argv) if a == "--platform"]
+    assert platforms == ["manylinux2014_x86_64", "manylinux_2_24_x86_64", "manylinux_2_28_x86_64"]
     assert {"axolotl==0.19.0", "trl==1.9.0", "datasets==4.8.4", "peft==0.20.0", "bitsandbytes==0.50.2"} <= set(argv)
 
 
