@@ -4,13 +4,16 @@
     python finetune.py sentiment_smollm2_cpu --dry-run      # render + validate, print the command
     python finetune.py sentiment_smollm2_cpu                # train on this CPU (the demo)
     python finetune.py sentiment_llama_3_1_8b_8bits_r8      # train on a 4xA5000 pod
+    python finetune.py sentiment_llama_3_1_8b_8bits_r8 --profile h100x1 --plan   # on another profile
+    python finetune.py sentiment_llama_3_1_8b_8bits_r8 --check   # pre-flight this machine (docs/pods.md)
     python finetune.py --config-json ../FinLoRA/lora/finetune_configs.json sentiment_llama_3_1_8b_8bits_r8
 
     python finetune.py formula_llama_3_1_8b_8bits_r8 --sky --bucket my-adapters --down   # on a rented GPU
     python finetune.py --queue a b c --on-finish sudo shutdown -h now    # a queue (docs/queue.md)
     python finetune.py sentiment_smollm2_cpu --sweep lora_r=4,8 --dry-run   # a sweep's plans
 
-One function per mode (list, plan, dry-run, train, sky; queues and sweeps in lora/queue.py); lora/launch_plan.py decides and executes a launch.
+One function per mode (list, plan, check, dry-run, train, sky; queues and sweeps in lora/queue.py);
+lora/launch_plan.py decides and executes a launch.
 Bad input (unknown run, bad key, bad data, no CUDA for a GPU recipe, bad flags) is one line on stderr
 and exit code 2, before anything is written. Otherwise the exit code is the training process's own.
 """
@@ -35,9 +38,11 @@ from lora.launch_plan import (
     entry_for,
     execute,
     gather_facts,
+    preflight,
     write_recipe,
 )
-from lora.profiles import PROFILES
+from lora.preflight import gather_gpus, require
+from lora.profiles import AUTO, PROFILES, profile_from_gpus, profile_named, use_detected
 from lora.registry import Registry, load_registry
 from lora.render import DEFAULT_ADAPTERS_DIR, DEFAULT_RECIPES_DIR, DEFAULT_REGISTRY, validate_with_axolotl
 from lora.runstate import RunLock
@@ -77,6 +82,10 @@ def check_sky_flags(args: argparse.Namespace) -> None:
                         "main machine's address (docs/cloud.md)")
     elif args.plan or args.list or args.fresh:
         raise UserError("--sky launches on a rented machine; --plan, --list and --fresh are commands of their own")
+    elif args.check:
+        raise UserError("--check reads this machine; the rented one runs it before training (every GPU launch does)")
+    elif args.profile is not None:
+        raise UserError("--sky rents the entry's profile; set \"profile\" in the entry to rent another")
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -92,6 +101,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--dry-run", action="store_true", help="render and validate; print the command; launch nothing")
     p.add_argument("--plan", action="store_true", help="memory/time/cost estimate for the entry's profile; no launch")
     p.add_argument("--json", action="store_true", help="with --plan: one JSON object")
+    p.add_argument("--check", action="store_true",
+                   help="pre-flight: driver, GPUs, memory, bitsandbytes, attention, disk, model, token, output "
+                        "folder; exit 2 on a failure (every GPU launch runs it first)")
+    p.add_argument("--profile", help="hardware profile for this launch instead of the entry's (see docs/pods.md); "
+                                     "`auto`: this machine's GPUs")
     p.add_argument("--usd-per-gpu-hour", type=float,
                    help="price for --plan (default: the profile's, $0.26 for an A5000)")
     p.add_argument("--fresh", action="store_true", help="start over: move the old output folder aside (never deleted)")
@@ -133,7 +147,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def request_from_args(args: argparse.Namespace) -> LaunchRequest:
     return LaunchRequest(
-        name=args.name, zero=args.zero, gpus=args.gpus, cpu_processes=args.cpu_processes,
+        name=args.name, zero=args.zero, profile=args.profile, gpus=args.gpus, cpu_processes=args.cpu_processes,
         num_machines=args.num_machines, machine_rank=args.machine_rank, main_process_ip=args.main_process_ip,
         main_process_port=args.main_process_port, fresh=args.fresh, dry_run=args.dry_run,
         recipes_dir=args.recipes_dir, adapters_dir=args.adapters_dir,
@@ -162,6 +176,25 @@ def plan_mode(registry: Registry, request: LaunchRequest, as_json: bool, usd_per
         raise UserError(str(exc)) from None
     print(json.dumps(plan_to_json(plan), indent=2) if as_json else format_plan(plan))
     return 0
+
+
+def check_mode(registry: Registry, request: LaunchRequest) -> int:
+    entry = entry_for(registry, request)
+    check_request(request, entry)
+    findings, _, _ = preflight(registry, request, entry)
+    print(f"pre-flight of {request.name} on profile {entry.profile} ({PROFILES[entry.profile].description}):")
+    for finding in findings:
+        print(finding.line())
+    require(findings)
+    return 0
+
+
+def resolve_profile_flag(name: str | None) -> None:
+    """--profile NAME must name a profile; --profile auto builds one from this machine's GPUs."""
+    if name == AUTO:
+        use_detected(profile_from_gpus(gather_gpus()))
+    elif name is not None:
+        profile_named(name)
 
 
 def dry_run_mode(registry: Registry, request: LaunchRequest) -> int:
@@ -209,8 +242,11 @@ def main(argv: list[str] | None = None) -> int:
         request = request_from_args(args)
         if args.sky:
             return sky_mode(registry, request, args)
+        resolve_profile_flag(args.profile)
         if args.plan:
             return plan_mode(registry, request, args.json, args.usd_per_gpu_hour)
+        if args.check:
+            return check_mode(registry, request)
         if args.dry_run:
             return dry_run_mode(registry, request)
         return train_mode(registry, request)

@@ -19,10 +19,11 @@ from lora.compute import Sampler
 from lora.datacheck import check_jsonl
 from lora.errors import UserError
 from lora.fsutil import REPO_ROOT, adapter_weights, repo_relative, write_atomic
-from lora.launch import build_command, child_environment, detect_cuda_gpus, model_available_offline, run_child
+from lora.launch import build_command, child_environment, model_available_offline, run_child
 from lora.outputs import finish_record, plot_loss, start_record, training_finished
 from lora.plan import MissingFacts, Plan, checkpoint_interval_steps, format_plan, plan_for_entry
-from lora.profiles import PROFILES, HardwareProfile
+from lora.preflight import Finding, MachineFacts, gather, needs_for, require, run_checks
+from lora.profiles import PROFILES, HardwareProfile, attention_for
 from lora.prompts import prompt_format_record
 from lora.registry import Entry, Registry, is_local_model_ref, parse_entry
 from lora.render import DEFAULT_ADAPTERS_DIR, DEFAULT_RECIPES_DIR, RecipeInputs, recipe_inputs, render
@@ -38,6 +39,7 @@ class LaunchRequest:
 
     name: str
     zero: int | None = None
+    profile: str | None = None  # --profile: another hardware profile for this launch (the entry is unchanged)
     gpus: int | None = None
     cpu_processes: int = 1
     num_machines: int = 1
@@ -73,6 +75,7 @@ class Facts:
     folder: FolderState = field(default_factory=FolderState)
     estimate: Plan | None = None
     notes: tuple[str, ...] = ()
+    flash_attn: bool = False  # flash-attn imports here (read by the pre-flight of a GPU launch)
 
 
 @dataclass(frozen=True)
@@ -92,6 +95,7 @@ class LaunchPlan:
     resume: Path | None = None
     estimate: Plan | None = None
     notes: tuple[str, ...] = ()
+    tensorboard_dir: Path | None = None  # where the trainer writes TensorBoard event files
 
     @property
     def recipe_ref(self) -> str:
@@ -102,10 +106,17 @@ class LaunchPlan:
 
 
 def entry_for(registry: Registry, request: LaunchRequest) -> Entry:
-    """The registry entry with the request's overrides, validated again; the registry is not changed."""
+    """The registry entry with the request's overrides, validated again; the registry is not changed.
+
+    This is the one place a launch's profile is decided: the entry's `profile`, or --profile."""
     entry = registry.get(request.name)
+    overrides = {}
     if request.zero is not None:
-        entry = parse_entry(request.name, {**entry.model_dump(exclude_unset=True), "zero_stage": request.zero})
+        overrides["zero_stage"] = request.zero
+    if request.profile is not None:
+        overrides["profile"] = request.profile
+    if overrides:
+        entry = parse_entry(request.name, {**entry.model_dump(exclude_unset=True), **overrides})
     return entry
 
 
@@ -195,18 +206,10 @@ def check_target_modules(registry: Registry, entry: Entry) -> None:
 
 
 def workers_here(request: LaunchRequest, profile: HardwareProfile) -> int:
-    """GPUs (or CPU processes) per machine this launch uses; a GPU recipe needs CUDA unless dry-run."""
+    """CPU processes, or a dry run's GPUs (the flag, else the profile's); a GPU launch counts them in preflight."""
     if profile.accelerator == "cpu":
         return request.cpu_processes  # the planner and argv count CPU processes like GPUs
-    if request.dry_run:
-        return request.gpus or profile.num_gpus
-    found = detect_cuda_gpus()
-    if found == 0:
-        raise UserError(f"{request.name!r} is a GPU recipe (profile {profile.name}) and this machine has no CUDA "
-                        "GPU; check it with --dry-run, or train a cpu entry such as sentiment_smollm2_cpu")
-    if request.gpus is not None and request.gpus > found:
-        raise UserError(f"--gpus {request.gpus}: only {found} CUDA GPU(s) found on this machine")
-    return request.gpus or found
+    return request.gpus or profile.num_gpus
 
 
 def read_folder_state(output_dir: Path) -> FolderState:
@@ -222,23 +225,76 @@ def estimate_or_none(registry: Registry, entry: Entry, workers: int, num_machine
         return None
 
 
+def preflight(registry: Registry, request: LaunchRequest, entry: Entry) -> tuple[list[Finding], MachineFacts,
+                                                                           Plan | None]:
+    """Read the machine and check it against the entry's plan (lora/preflight.py): findings, facts, plan."""
+    profile = PROFILES[entry.profile]
+    gpu = profile.accelerator == "cuda"
+    local = is_local_model_ref(entry.base_model)
+    cached = model_available_offline(entry.base_model, local)
+    facts = gather(gpu=gpu, quant_bits=entry.quant_bits, base_model=entry.base_model, is_local=local,
+                   model_cached=cached, output_dir=request.output_dir)
+    workers = (request.gpus or len(facts.gpus) or profile.num_gpus) if gpu else request.cpu_processes
+    plan = estimate_or_none(registry, entry, workers, request.num_machines)
+    needs = needs_for(name=request.name, profile=profile, gpus_requested=request.gpus, entry=entry,
+                      base_model=entry.base_model, output_dir=repo_relative(request.output_dir), plan=plan,
+                      model_cached=cached, model_params=None if plan else _params_or_none(registry, entry))
+    missing = [repo_relative(p) for p in dataset_paths(registry, entry) if not p.is_file()]
+    data = (Finding("FAIL", "data", f"{', '.join(missing)} missing (FinLoRA publishes its training files under "
+                                    "data/train/)") if missing else Finding("ok", "data", "every dataset is present"))
+    return [data, *run_checks(facts, needs)], facts, plan
+
+
+def _params_or_none(registry: Registry, entry: Entry) -> int | None:
+    from lora.plan import load_arch
+
+    try:
+        return load_arch(registry.resolve_base_model(entry), REPO_ROOT).total_params
+    except MissingFacts:
+        return None
+
+
 def gather_facts(registry: Registry, request: LaunchRequest, entry: Entry) -> Facts:
     profile = PROFILES[entry.profile]
     notes = check_datasets(registry, request.name, entry, allow_missing=request.dry_run)
     notes += ensure_base_model_present(registry, entry, convert=not request.dry_run)
     check_target_modules(registry, entry)
-    workers = workers_here(request, profile)
     offline = model_available_offline(entry.base_model, is_local_model_ref(entry.base_model))
+    flash_attn = False
     if request.dry_run:  # a dry run neither reads the output folder nor estimates
-        folder, estimate = FolderState(), None
+        workers, folder, estimate = workers_here(request, profile), FolderState(), None
+    elif profile.accelerator == "cuda":  # every GPU launch: pre-flight first, exit 2 before anything starts
+        findings, machine, estimate = preflight(registry, request, entry)
+        require(findings)  # a refusal is one line (the first failure); --check lists every finding
+        for finding in findings:
+            print(finding.line(), file=sys.stderr)
+        workers, flash_attn = request.gpus or len(machine.gpus), machine.flash_attn_version is not None
+        folder = read_folder_state(request.output_dir)
     else:
+        workers = workers_here(request, profile)
         folder = read_folder_state(request.output_dir)
         estimate = estimate_or_none(registry, entry, workers, request.num_machines)
     return Facts(workers=workers, environ=dict(os.environ), offline=offline, folder=folder, estimate=estimate,
-                 notes=tuple(notes))
+                 notes=tuple(notes), flash_attn=flash_attn)
 
 
 # ---------------------------------------------------------------- decide (pure)
+
+
+TRACKER_ENV = {"wandb": "WANDB_PROJECT", "mlflow": "MLFLOW_TRACKING_URI"}  # set = that tracker on
+
+
+def _launch_switches(inputs: RecipeInputs, profile: HardwareProfile, facts: Facts) -> list[str]:
+    """What this machine adds to the committed recipe: flash-attn where it imports, trackers the environment
+    names. Only switches go on the command line; project names, URIs and keys stay in the environment."""
+    extra: list[str] = []
+    attention = attention_for(profile, inputs.entry.attention, facts.flash_attn)
+    if attention != inputs.attention:
+        extra += ["--attn_implementation", attention]
+    for tracker, var in TRACKER_ENV.items():
+        if facts.environ.get(var) and tracker not in inputs.entry.trackers:
+            extra += [f"--use_{tracker}", "true"]
+    return extra
 
 
 def _axolotl_overrides(inputs: RecipeInputs, estimate: Plan | None, resume: Path | None) -> list[str]:
@@ -280,15 +336,18 @@ def decide(request: LaunchRequest, registry: Registry, entry: Entry, facts: Fact
         deepspeed_config=inputs.deepspeed_config, num_machines=request.num_machines,
         machine_rank=request.machine_rank or 0, main_process_ip=request.main_process_ip,
         main_process_port=request.main_process_port, mixed_precision=profile.mixed_precision,
-        extra_axolotl_args=tuple(_axolotl_overrides(inputs, facts.estimate, resume)) if not request.dry_run else (),
+        extra_axolotl_args=tuple(_axolotl_overrides(inputs, facts.estimate, resume)
+                                 + _launch_switches(inputs, profile, facts)) if not request.dry_run else (),
     )
     env = child_environment(facts.environ, offline=facts.offline, cpu=cpu,
                             deepspeed=inputs.deepspeed_config is not None)
+    # the trainer's TensorBoard callback writes here (transformers reads TENSORBOARD_LOGGING_DIR)
+    env.setdefault("TENSORBOARD_LOGGING_DIR", str((request.output_dir / "tensorboard").absolute()))
     return LaunchPlan(
         name=request.name, entry=entry, profile=profile, recipe=inputs, recipe_path=recipe_path, recipe_text=text,
         argv=argv, env=env, output_dir=request.output_dir, datasets=dataset_paths(registry, entry),
         move_aside=request.fresh and not request.dry_run, already_done=already_done, resume=resume,
-        estimate=facts.estimate, notes=facts.notes,
+        estimate=facts.estimate, notes=facts.notes, tensorboard_dir=Path(env["TENSORBOARD_LOGGING_DIR"]),
     )
 
 
@@ -329,6 +388,8 @@ def _train(plan: LaunchPlan, lock: RunLock) -> int:
         profile=plan.profile.name, resumed_from=portable_path(plan.resume, output_dir) if plan.resume else None,
         output_dir=output_dir,
     )
+    if plan.tensorboard_dir is not None:
+        record = record.model_copy(update={"tensorboard_dir": portable_path(plan.tensorboard_dir, output_dir)})
     output_dir.mkdir(parents=True, exist_ok=True)
     record.write(output_dir)
     print(f"launching: {shlex.join(plan.argv)}", file=sys.stderr, flush=True)
@@ -350,6 +411,8 @@ def _train(plan: LaunchPlan, lock: RunLock) -> int:
     finished.model_copy(update={"compute": sampler.record()}).write(output_dir)
     plot_loss(output_dir, title=f"{plan.name} ({plan.entry.variant}, {plan.profile.name})")
     where = repo_relative(output_dir)
+    if plan.tensorboard_dir is not None and plan.tensorboard_dir.is_dir():
+        print(f"tensorboard: tensorboard --logdir {repo_relative(plan.tensorboard_dir)}", file=sys.stderr)
     if status == "complete":
         print(f"adapter: {where} (run.json, loss.png beside it)", file=sys.stderr)
     else:

@@ -24,7 +24,7 @@ from lora.errors import UserError, did_you_mean
 from lora.files import read_json, stat_kind, unique_keys, user_path, user_path_in
 from lora.jsonl import is_text
 from lora.names import check_name
-from lora.profiles import PROFILES
+from lora.profiles import ATTENTION_BACKENDS, PROFILES
 from lora.prompts import PROMPT_FORMATS
 
 # The modules "all-linear" means for the Llama-style models in the catalogue (axolotl's
@@ -114,6 +114,12 @@ class Entry(BaseModel):
     optimizer: str | None = Field(default=None, description=(
         ", ".join(f"`{o}`" for o in OPTIMIZERS) + "; null: adamw_bnb_8bit (8-bit), paged_adamw_8bit (4-bit), "
         "adamw_torch_fused (16-bit) for finlora, the profile's for tuned"))
+    attention: Literal[ATTENTION_BACKENDS] | None = Field(default=None, description=(
+        "`sdpa` (PyTorch's, no extra package), `flash_attention_2` (needs the flash-attn wheel, docs/pods.md), "
+        "`eager`; null: the profile's (`sdpa`), upgraded at launch to flash-attn on a GPU when it imports"))
+    trackers: list[Literal["wandb", "mlflow"]] = Field(default_factory=list, description=(
+        "besides TensorBoard (always): `wandb` and/or `mlflow`; also switched on by WANDB_PROJECT / "
+        "MLFLOW_TRACKING_URI in the environment (keys and tokens stay in the environment, docs/pods.md)"))
     logging_steps: int = Field(default=10, ge=1, le=1_000_000, description="steps between loss log lines")
     trust_remote_code: bool = Field(default=False, description="only when an entry asks for it")
 

@@ -58,6 +58,7 @@ class RecipeInputs:
     launch_command: str
     lora_kernels: bool
     prompt_template: str = field(default="")
+    attention: str = "sdpa"  # attn_implementation as rendered: the entry's, else the profile's (launch may upgrade)
 
 
 def dataset_splits(path: str, weight: float) -> list[dict]:
@@ -139,6 +140,7 @@ def recipe_inputs(
         # axolotl's kernels support neither DoRA nor dropout; keep them off unless both allow it
         lora_kernels=profile.lora_kernels and not entry.peft_use_dora and resolved.lora_dropout == 0,
         prompt_template=template_for(resolved.prompt_format).replace("{context}", "{instruction}"),
+        attention=entry.attention or profile.attn_implementation,
     )
 
 

@@ -75,6 +75,7 @@ class RunRecord(BaseModel):
     global_step: int | None = None
     final_train_loss: float | None = None
     compute: ComputeRecord | None = Field(default=None, description="what training used (lora/compute.py)")
+    tensorboard_dir: str | None = Field(default=None, description="TensorBoard event files (portable path)")
 
     def to_json(self) -> dict:
         return self.model_dump(mode="json", by_alias=True)

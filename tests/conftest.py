@@ -54,9 +54,20 @@ def workspace(tmp_path):
     return Workspace()
 
 
+def fake_machine(count: int, **overrides):
+    """The pre-flight's facts of a healthy pod with `count` A5000s (20 GiB free each), model cached."""
+    from lora.preflight import MachineFacts
+    from lora.profiles import GpuInfo
+
+    facts = dict(torch_version="2.11.0+cu128", torch_cuda="12.8", driver_cuda="12.8", cuda_available=count > 0,
+                 gpus=tuple(GpuInfo(name="NVIDIA RTX A5000", total_gib=23.6, free_gib=20.0) for _ in range(count)),
+                 free_disk_gb={"/cache": 500.0}, model_cached=True, token_present=False)
+    return MachineFacts(**{**facts, **overrides})
+
+
 @pytest.fixture
 def fake_child(monkeypatch):
-    """Patch GPU detection and the training child; record what would have run (argv, env, cwd).
+    """Patch the machine the pre-flight reads and the training child; record what would have run (argv, env, cwd).
 
     Set `.result` (a ChildResult) and `.gpus` (CUDA GPUs "found") before calling the CLI.
     """
@@ -75,6 +86,6 @@ def fake_child(monkeypatch):
         fake.calls.append({"argv": argv, "env": env, "cwd": cwd})
         return fake.result
 
-    monkeypatch.setattr(launch_plan, "detect_cuda_gpus", lambda: fake.gpus)
+    monkeypatch.setattr(launch_plan, "gather", lambda **_: fake_machine(fake.gpus))
     monkeypatch.setattr(launch_plan, "run_child", run_child)
     return fake

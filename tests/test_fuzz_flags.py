@@ -25,7 +25,7 @@ from hypothesis import strategies as st
 import lora.cli
 from lora import launch_plan
 from lora.launch import ChildResult
-from tests.conftest import BUNDLED, cpu_entry
+from tests.conftest import BUNDLED, cpu_entry, fake_machine
 from tests.fuzz_support import EXAMPLES, check_refusal, tree
 
 FUZZ = settings(max_examples=EXAMPLES, derandomize=True, deadline=None, database=None,
@@ -117,7 +117,7 @@ def test_fuzz_flags(monkeypatch, name, mode, flags, gpus_found):
         registry = root / "configs.json"
         registry.write_text(json.dumps(ENTRIES))
         monkeypatch.setattr(launch_plan, "run_child", finished_child(root / "adapters" / name))
-        monkeypatch.setattr(launch_plan, "detect_cuda_gpus", lambda: gpus_found)
+        monkeypatch.setattr(launch_plan, "gather", lambda **_: fake_machine(gpus_found))
         argv = [name, *MODES[mode], *(x for pair in flags for x in pair), "--config-json", str(registry),
                 "--recipes-dir", str(root / "recipes"), "--adapters-dir", str(root / "adapters")]
         before = tree(root)

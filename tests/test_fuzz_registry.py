@@ -31,7 +31,7 @@ from lora import launch_plan
 from lora.launch import ChildResult
 from lora.registry import Entry
 from lora.render import template_keys
-from tests.conftest import REPO, cpu_entry
+from tests.conftest import REPO, cpu_entry, fake_machine
 from tests.fuzz_support import EXAMPLES, check_refusal, report_figures, tree
 
 FUZZ = settings(max_examples=EXAMPLES, derandomize=True, deadline=None, database=None,
@@ -251,7 +251,7 @@ def test_fuzz_registry_train_with_faults(monkeypatch, case, fault, fresh):
         calls = []
         child = fake_child(fault, ws.adapters / name)
         monkeypatch.setattr(launch_plan, "run_child", lambda *a, **k: calls.append(a) or child(*a, **k))
-        monkeypatch.setattr(launch_plan, "detect_cuda_gpus", lambda: 0)
+        monkeypatch.setattr(launch_plan, "gather", lambda **_: fake_machine(0))
         before = tree(ws.root)
         rc, _, err = call(ws.argv(name, *(["--fresh"] if fresh else [])))
         after = tree(ws.root)
