@@ -40,6 +40,16 @@ class DatasetRecord(BaseModel):
     sha256: str
 
 
+class PrecisionRecord(BaseModel):
+    """The precision training ran in (lora/precision.py): used is fp32 or bf16; requested is --precision."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    used: Literal["fp32", "bf16"]
+    requested: Literal["auto", "fp32", "bf16"]
+    why: str
+
+
 class GitRecord(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -71,6 +81,7 @@ class RunRecord(BaseModel):
     exit_code: int | None = None
     global_step: int | None = None
     final_train_loss: float | None = None
+    precision: PrecisionRecord | None = None  # absent in runs made before --precision
 
     def to_json(self) -> dict:
         return self.model_dump(mode="json", by_alias=True)
