@@ -50,6 +50,8 @@ class Settings:
     scoring: str = "standard"  # "finlora": FinLoRA's harness rules (raw prompt, its answer budgets and scorers)
     progress: bool = True
     argv: list[str] = field(default_factory=list)
+    precision: object = None  # eval.engine.EvalPrecision (--precision resolved for this machine); None: load defaults
+    prefix_cache: bool = True  # --prefix-cache: the shared prompt prefix's KV cache, computed once per model × task
 
 
 @dataclass
@@ -159,6 +161,9 @@ def fingerprint(pair: Pair, data: TaskData, group: Group, settings: Settings, ad
         "adapter_weights_sha256": adapter_digests.get("weights"),
         "adapter_config_sha256": adapter_digests.get("config"),
         "bertscore_model": settings.bertscore_model if t.kind.free_text or t.kind.needs_encoder else None,
+        # only when it differs from the load default (fp32 on CPU), so pairs finished before --precision stay finished
+        **({"precision": settings.precision.fingerprint}
+           if settings.precision is not None and settings.precision.fingerprint else {}),
     }
 
 
@@ -210,7 +215,7 @@ def _generate(model, tokenizer, prompts: list[str], pair: Pair, data: TaskData, 
                disable=not settings.progress, dynamic_ncols=True)
     try:
         return generate(model, tokenizer, prompts, task.max_new_tokens, stop_at_newline=task.kind.stop_at_newline,
-                        batch_size=settings.batch_size, progress=bar)
+                        batch_size=settings.batch_size, progress=bar, prefix_cache=settings.prefix_cache)
     finally:
         bar.close()
 
@@ -259,7 +264,8 @@ def evaluate_pair(model, tokenizer, pair: Pair, data: TaskData, settings: Settin
         "row": pair.row, "task": task.name, "prompt_format": pair.prompt_format, "base_row": pair.base_row,
         "scoring": settings.scoring, "metrics": metrics,
         "timing": {"seconds": round(stats.seconds, 3), "samples_per_second": round(len(prompts) / stats.seconds, 3)
-                   if stats.seconds > 0 else None, "new_tokens": stats.new_tokens},
+                   if stats.seconds > 0 else None, "new_tokens": stats.new_tokens,
+                   "prompt_tokens": stats.prompt_tokens, "shared_prefix_tokens": stats.shared_prefix_tokens},
         "truncated_prompts": stats.truncated_prompts,
         "predictions": pred_file.relative_to(settings.out).as_posix(),
         "finished_at": utc_now_iso(),
@@ -347,7 +353,8 @@ def _fail_group(rows: list[Row], facts: dict, msg: str) -> None:
 def run_group(group: Group, rows: list[Row], pairs: list[Pair], datas: dict[str, TaskData], settings: Settings) -> dict:
     """Evaluate one base model's rows in place; returns the group's facts for results.json."""
     facts = {"base_model": group.base.ref, "base_path": group.base.path, "error": group.base.error,
-             "load_seconds": None, "dtype": None}
+             "load_seconds": None, "dtype": None,
+             "precision": settings.precision.record if settings.precision is not None else None}
     if group.base.error:
         if group.base.ref != NO_BASE:  # the adapters of the no-base group already say why
             print(f"error: {group.base.error}; skipping {len(group.adapters)} adapter(s) of this group", file=sys.stderr)
@@ -362,7 +369,8 @@ def run_group(group: Group, rows: list[Row], pairs: list[Pair], datas: dict[str,
     if not settings.progress:
         engine.disable_progress_bars()
     try:
-        loaded = engine.load_base(group.base.path, settings.base_quant)
+        loaded = engine.load_base(group.base.path, settings.base_quant,
+                                  dtype=settings.precision.dtype if settings.precision is not None else None)
     except Exception as exc:  # noqa: BLE001 - the group fails, the others go on
         msg = f"base model {group.base.ref} failed to load: {describe(exc)}"
         print(f"error: {msg}", file=sys.stderr)
