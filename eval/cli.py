@@ -49,9 +49,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--precision", choices=REQUESTS, default="auto",
                    help="full-precision bases: bf16 where the CPU has bf16 matmuls (AMX/AVX512-BF16), else fp32; on "
                         "CUDA auto keeps the checkpoint's dtype (default auto)")
-    p.add_argument("--prefix-cache", choices=("on", "off"), default="on",
-                   help="run each task's shared prompt prefix once per model and reuse its KV cache; outputs are "
-                        "identical either way (default on)")
+    p.add_argument("--prefix-cache", choices=("auto", "on", "off"), default="auto",
+                   help="run each task's shared prompt prefix once per model and reuse its KV cache; auto (default): "
+                        "for fp32 models, where outputs are identical either way; in bf16 'on' may change a few")
     p.add_argument("--shots", type=int, default=0, metavar="K",
                    help="K-shot base row (FinLoRA compares with 3-shot): K examples from the task's train file "
                         "(else held-out test rows) in front of each prompt; adapters stay zero-shot (default 0)")
@@ -339,7 +339,7 @@ def run_main(argv: list[str]) -> int:
         bertscore_model=args.bertscore_model, scoring=args.scoring, progress=not args.no_progress,
         argv=["python", "-m", "eval", *argv],
         shots=args.shots, shot_seed=args.shot_seed, per_adapter_tasks=names is None,
-        prefix_cache=args.prefix_cache == "on",
+        prefix_cache={"auto": None, "on": True, "off": False}[args.prefix_cache],
     )
     if args.shots:
         datas = plan_shots(full, settings)

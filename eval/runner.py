@@ -51,7 +51,7 @@ class Settings:
     progress: bool = True
     argv: list[str] = field(default_factory=list)
     precision: object = None  # eval.engine.EvalPrecision (--precision resolved for this machine); None: load defaults
-    prefix_cache: bool = True  # --prefix-cache: the shared prompt prefix's KV cache, computed once per model × task
+    prefix_cache: bool | None = None  # --prefix-cache (None: auto, fp32 models only): shared prefix's KV cache
 
 
 @dataclass

@@ -412,4 +412,4 @@ def test_precision_and_prefix_cache_reach_the_settings(tmp_path, monkeypatch):
     assert s.prefix_cache is False and s.precision.record["used"] == "bf16" and s.precision.fingerprint == "bf16"
     assert main(argv + ["--precision", "fp32"]) == 0
     s = seen["settings"]
-    assert s.prefix_cache is True and s.precision.record["used"] == "fp32" and s.precision.fingerprint is None
+    assert s.prefix_cache is None and s.precision.record["used"] == "fp32" and s.precision.fingerprint is None

@@ -145,11 +145,26 @@ def bundled_adapter(tmp_path_factory):
     return str(path), out
 
 
+def test_auto_reuses_only_for_fp32_models(tiny_host):
+    host, tokenizer, _ = tiny_host
+    prompts = prompts_of("fpb", 3)
+    _, fp32 = generate(host.loaded.model, tokenizer, prompts, 2, True, 3)
+    assert fp32.shared_prefix_tokens > 0
+    host.loaded.model.to(torch.bfloat16)
+    try:
+        _, bf16 = generate(host.loaded.model, tokenizer, prompts, 2, True, 3)
+        _, forced = generate(host.loaded.model, tokenizer, prompts, 2, True, 3, prefix_cache=True)
+    finally:
+        host.loaded.model.to(torch.float32)
+    assert bf16.shared_prefix_tokens == 0 and forced.shared_prefix_tokens > 0
+
+
 @pytest.mark.slow
-@pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
-def test_bundled_model_outputs_are_identical_with_and_without_reuse(bundled_adapter, dtype):
+def test_bundled_model_outputs_are_identical_with_and_without_reuse(bundled_adapter):
+    """fp32 only: in bf16 one output in 32 diverged after 8 tokens (rounding differs between the prefix run
+    alone and inside a padded batch), which is why --prefix-cache auto reuses only for fp32 models."""
     path, adapter = bundled_adapter
-    loaded = load_base(path, dtype=getattr(torch, dtype))
+    loaded = load_base(path, dtype=torch.float32)
     host = AdapterHost(loaded)
     _check_equal(host, loaded.tokenizer, None, rows=8)
     host.attach("a", str(adapter))
