@@ -34,9 +34,17 @@ $(STAMP): requirements.txt requirements-model.txt
 $(MODEL): $(STAMP)
 	$(PY) -m lora.base_model
 
-demo: setup
-	$(PY) finetune.py sentiment_smollm2_cpu
-	$(PY) -m eval lora_adapters/sentiment_smollm2_cpu --tasks fpb --out eval_results/demo
+# Each phase runs under lora/phase_times.py (system python3, standard library only), which prints their
+# wall-clock times as the last lines (docs/demo.md); a phase with nothing to do (already installed) takes ~0 s.
+PHASES := $(PYTHON) -m lora.phase_times eval_results/demo/phases.json
+
+demo:
+	$(PHASES) start
+	$(PHASES) run install -- $(MAKE) --no-print-directory $(STAMP)
+	$(PHASES) run convert -- $(MAKE) --no-print-directory $(MODEL)
+	$(PHASES) run train -- $(PY) finetune.py sentiment_smollm2_cpu
+	$(PHASES) run eval -- $(PY) -m eval lora_adapters/sentiment_smollm2_cpu --tasks fpb --out eval_results/demo
+	$(PHASES) report
 
 # The Gradio demo (python -m lora.demo) in a real headless Chromium; saves docs/demo-app.png. Needs Debian's
 # chromium + chromium-driver (not in CI, so `make test` leaves this check out: pytest marker `browser`).

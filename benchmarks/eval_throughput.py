@@ -81,6 +81,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--tasks", default="fpb,ner")
     p.add_argument("--batch-size", type=int, default=8, help="batch size of both sides")
     p.add_argument("--finlora-max-new-tokens", type=int, default=32)
+    p.add_argument("--precision", choices=("auto", "fp32", "bf16"), default="fp32",
+                   help="this eval's --precision (default fp32, as the runs below were measured; auto: bf16 where "
+                        "the CPU has it); the FinLoRA-style side always runs fp32")
+    p.add_argument("--prefix-cache", choices=("on", "off"), default="on", help="this eval's --prefix-cache")
     p.add_argument("--json", help="write the measurements here")
     p.add_argument("--keep", action="store_true", help="keep the temporary adapters and eval output")
     p.add_argument("--trained", nargs="+", type=Path,
@@ -118,7 +122,8 @@ def main(argv: list[str] | None = None) -> int:
 
     t0 = time.monotonic()
     code = eval_main([str(work / "adapters"), "--tasks", args.tasks, "--limit", str(args.limit), "--no-base",
-                      "--batch-size", str(args.batch_size), "--out", str(work / "eval_out"), "--no-progress"])
+                      "--batch-size", str(args.batch_size), "--out", str(work / "eval_out"), "--no-progress",
+                      "--precision", args.precision, "--prefix-cache", args.prefix_cache])
     ours_s = time.monotonic() - t0
     if code != 0:
         print(f"eval exited {code}", file=sys.stderr)
@@ -153,6 +158,7 @@ def main(argv: list[str] | None = None) -> int:
     summary = {
         "limit": args.limit, "adapters": args.adapters, "tasks": list(datas), "generations_per_side": n_total,
         "torch_threads": torch.get_num_threads(), "batch_size": args.batch_size,
+        "eval_precision": results["groups"][0].get("precision"), "eval_prefix_cache": args.prefix_cache,
         "finlora_max_new_tokens": args.finlora_max_new_tokens,
         "eval_seconds": round(ours_s, 1), "finlora_style_seconds": round(theirs_s, 1),
         "eval_samples_per_s": round(n_total / ours_s, 3), "finlora_style_samples_per_s": round(n_total / theirs_s, 3),

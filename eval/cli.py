@@ -29,6 +29,7 @@ from lora.errors import OneLineParser, UserError, did_you_mean
 def build_parser() -> argparse.ArgumentParser:
     from eval.finlora_scoring import scoring_mode
     from eval.runner import QUANT_CHOICES
+    from lora.precision import REQUESTS
     from lora.prompts import PROMPT_FORMATS
 
     p = OneLineParser(
@@ -46,6 +47,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--base-model", help="load this base for every adapter (a local folder or a cached hub id)")
     p.add_argument("--base-quant", type=int, choices=QUANT_CHOICES, help="load the base in 4/8-bit (bitsandbytes) or 16-bit")
     p.add_argument("--no-base", action="store_true", help="skip the base row")
+    p.add_argument("--precision", choices=REQUESTS, default="auto",
+                   help="full-precision bases: bf16 where the CPU has bf16 matmuls (AMX/AVX512-BF16), else fp32; on "
+                        "CUDA auto keeps the checkpoint's dtype (default auto)")
+    p.add_argument("--prefix-cache", choices=("auto", "on", "off"), default="auto",
+                   help="run each task's shared prompt prefix once per model and reuse its KV cache; auto (default): "
+                        "for fp32 models, where outputs are identical either way; in bf16 'on' may change a few")
     p.add_argument("--shots", type=int, default=0, metavar="K",
                    help="K-shot base row (FinLoRA compares with 3-shot): K examples from the task's train file "
                         "(else held-out test rows) in front of each prompt; adapters stay zero-shot (default 0)")
@@ -203,6 +210,17 @@ def check_run_args(args) -> None:
             raise UserError(f"--bertscore-model {args.bertscore_model}: not a local folder (BERTScore never downloads)")
 
 
+def resolve_precision(requested: str, quant: int | None):
+    """--precision for this machine (eval.engine.eval_precision); the only place eval looks at the hardware."""
+    import torch
+
+    from eval.engine import eval_precision
+    from lora.precision import cpu_facts
+
+    cuda_bf16 = torch.cuda.is_bf16_supported() if torch.cuda.is_available() else None
+    return eval_precision(requested, quant, cuda_bf16, cpu_facts() if cuda_bf16 is None else None)
+
+
 def grouped_adapters(args) -> list:
     """Adapters grouped by base; a --base-model that is not here is bad input, not an error row."""
     from eval.discovery import Group, discover, group_by_base, resolve_base
@@ -351,6 +369,7 @@ def run_main(argv: list[str]) -> int:
         bertscore_model=args.bertscore_model, scoring=args.scoring, progress=not args.no_progress,
         argv=["python", "-m", "eval", *argv],
         shots=args.shots, shot_seed=args.shot_seed, per_adapter_tasks=names is None,
+        prefix_cache={"auto": None, "on": True, "off": False}[args.prefix_cache],
     )
     if args.shots:
         datas = plan_shots(full, settings)
@@ -364,6 +383,7 @@ def run_main(argv: list[str]) -> int:
     processes = decide_processes(args.processes, detect_cuda_gpus(), usable_cpus(), args.base_quant)
     if args.rank_timeout is not None and processes == 1:
         raise UserError("--rank-timeout applies to several processes; this run has one (--processes)")
+    settings.precision = resolve_precision(args.precision, args.base_quant)  # a bf16 that cannot run: exit 2
     check_writable_dir(settings.out, "--out")  # now, not after hours of generation
     os.environ.setdefault("HF_HUB_OFFLINE", "1")  # belt and braces: every load is local_files_only anyway
     quiet_library_noise(keep_bitsandbytes=args.base_quant in (4, 8))

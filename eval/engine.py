@@ -6,10 +6,27 @@ Generation: prompts tokenised one by one exactly as training tokenised them (tok
 special tokens), left-padded into batches of similar length (sorted longest first, so padding is small
 and a too-large batch fails on the first step), greedy, stopping per row at EOS and — for
 classification/numeric tasks — at the first newline after the answer's first non-blank text.
+
+Shared-prefix reuse (--prefix-cache auto, the default: on for fp32 models, off otherwise): every prompt of a task starts with the same chat header
+and instruction. The longest common TOKEN prefix of the tokenised prompts (not of the texts: a BPE merge may
+cross the text boundary, so only tokens every prompt really has are shared) is run through the model once per
+generate() call, i.e. once per (model or adapter, task), and each batch starts from a copy of its KV cache
+(generate appends to the cache it is given). Left padding would put pads before the prefix, so a batch is laid
+out as [prefix][pads][suffix] with attention mask 1…1 0…0 1…1: transformers numbers positions by the mask's
+cumulative sum, so every suffix token keeps the position it has without reuse. In fp32 the greedy outputs are
+identical with and without reuse (tests/test_eval_prefix_cache.py, bundled model, fpb and ner, batch 1 and 8,
+base and adapter). In bf16 they are not always: the prefix computed alone rounds differently from the prefix
+computed inside a padded batch, and one bundled-model output in 32 diverged after 8 tokens; so `auto` reuses
+only for fp32 models, and `--prefix-cache on` in bf16 trades identity for the saving.
+
+Precision (--precision auto|fp32|bf16, resolved by `eval_precision`): on the CPU, bf16 where it has bf16
+matmul instructions (AMX or AVX512-BF16; lora/precision.py), else fp32 — CPU half-precision matmuls are
+slow only on CPUs without them. On CUDA `auto` keeps the checkpoint's dtype.
 """
 from __future__ import annotations
 
 import contextlib
+import copy
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,12 +43,48 @@ class Loaded:
     load_seconds: float
 
 
+@dataclass(frozen=True)
+class EvalPrecision:
+    """The dtype a full-precision base is loaded in (None: the default, fp32 on CPU / checkpoint's on CUDA),
+    what results.json says about it, and the fingerprint value of eval/runner.py (None when it is the default
+    that pairs finished before --precision were made with, so they stay finished)."""
+
+    dtype: object  # torch dtype or None
+    record: dict
+    fingerprint: str | None
+
+
+def eval_precision(requested: str, quant: int | None, cuda_bf16: bool | None, cpu) -> EvalPrecision:
+    """requested: --precision; quant: --base-quant; cuda_bf16: None on a CPU machine, else whether the GPU does
+    bf16; cpu: lora.precision.CpuFacts (ignored on CUDA). UserError (exit 2) for a bf16 that cannot run."""
+    from lora.errors import UserError
+    from lora.precision import choose
+
+    if quant is not None:
+        if requested != "auto":
+            raise UserError(f"--precision {requested} is for full-precision bases; --base-quant {quant} sets the dtype")
+        return EvalPrecision(None, {"used": f"{quant}bit" if quant in (4, 8) else "bf16/fp16", "requested": requested,
+                                    "why": f"--base-quant {quant}"}, None)
+    if cuda_bf16 is not None:
+        if requested == "auto":
+            return EvalPrecision(None, {"used": "checkpoint dtype", "requested": requested, "why": "CUDA: auto keeps "
+                                        "the checkpoint's dtype"}, None)
+        if requested == "bf16" and not cuda_bf16:
+            raise UserError("--precision bf16: this GPU does not support bf16; use --precision fp32 or auto")
+        return EvalPrecision(torch.bfloat16 if requested == "bf16" else torch.float32,
+                             {"used": requested, "requested": requested, "why": f"--precision {requested} (CUDA)"},
+                             f"cuda-{requested}")
+    chosen = choose(requested, cpu)
+    return EvalPrecision(torch.bfloat16 if chosen.bf16 else torch.float32, chosen.record(),
+                         chosen.name if chosen.bf16 else None)
+
+
 def load_base(path: str, quant: int | None = None, dtype=None) -> Loaded:
     """Load tokenizer + model from a local folder, never the hub. quant: None = full precision on CPU
-    (fp32: CPU half-precision matmuls are slow) or the checkpoint's dtype on CUDA; 16 = bf16 (fp16 where
-    bf16 is unsupported); 4/8 = bitsandbytes, as a 4/8-bit QLoRA base is loaded for training.
-    dtype (a torch dtype, quant None only) overrides the full-precision choice: lora/merge.py merges in fp32
-    on any device."""
+    (fp32 unless dtype says otherwise: eval passes eval_precision's choice) or the checkpoint's dtype on
+    CUDA; 16 = bf16 (fp16 where bf16 is unsupported); 4/8 = bitsandbytes, as a 4/8-bit QLoRA base is loaded
+    for training. dtype (a torch dtype, quant None only) overrides the full-precision choice: lora/merge.py
+    merges in fp32 on any device."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     t0 = time.monotonic()
@@ -240,17 +293,50 @@ def encode_prompts(tokenizer, prompts: list[str], max_prompt_tokens: int | None)
     return encoded, truncated
 
 
+MIN_SHARED_PREFIX = 4  # tokens; shorter is a bare chat header, not worth a pass of its own
+
+
+def shared_prefix_length(encoded: list[list[int]]) -> int:
+    """Tokens every prompt starts with, leaving each prompt at least one token of its own (generation needs an
+    uncached token to start from); 0 for fewer than two prompts, where nothing is shared."""
+    if len(encoded) < 2:
+        return 0
+    limit = min(len(e) for e in encoded) - 1
+    first = encoded[0]
+    n = 0
+    while n < limit and all(e[n] == first[n] for e in encoded):
+        n += 1
+    return n
+
+
 @dataclass
 class GenStats:
     seconds: float
     new_tokens: int
     truncated_prompts: int
+    prompt_tokens: int = 0
+    shared_prefix_tokens: int = 0  # per prompt, computed once (0: no reuse)
+
+
+def _prefix_kv(model, prefix: list[int], device):
+    """The KV cache of the shared prefix, batch 1 (one forward pass)."""
+    ids = torch.tensor([prefix], dtype=torch.long, device=device)
+    return model(input_ids=ids, attention_mask=torch.ones_like(ids), use_cache=True).past_key_values
+
+
+def _batch_cache(prefix_kv, rows: int):
+    """A batch's own copy of the prefix cache: generate() appends to the cache it is given."""
+    cache = copy.deepcopy(prefix_kv)
+    cache.batch_repeat_interleave(rows)
+    return cache
 
 
 def generate(model, tokenizer, prompts: list[str], max_new_tokens: int, stop_at_newline: bool,
-             batch_size: int, progress=None, streamer=None) -> tuple[list[str], GenStats]:
+             batch_size: int, progress=None, streamer=None, prefix_cache: bool | None = None) -> tuple[list[str], GenStats]:
     """Greedy outputs (new text only, special tokens dropped) in the order of `prompts`. streamer (one
-    prompt only; lora/infer.py --chat): a transformers streamer that receives the tokens as they come."""
+    prompt only; lora/infer.py --chat): a transformers streamer that receives the tokens as they come.
+    prefix_cache: run the prompts' shared token prefix once and start every batch from its KV cache;
+    None (auto): only for an fp32 model, where outputs are identical to no reuse (module docstring)."""
     from transformers import GenerationConfig, StoppingCriteriaList
 
     if streamer is not None and len(prompts) != 1:
@@ -265,21 +351,35 @@ def generate(model, tokenizer, prompts: list[str], max_new_tokens: int, stop_at_
         do_sample=False, num_beams=1, max_new_tokens=max_new_tokens, eos_token_id=stops, pad_token_id=pad,
     )
     vocab = model.get_output_embeddings().weight.shape[0] if model.get_output_embeddings() is not None else len(tokenizer)
+    if prefix_cache is None:  # a bitsandbytes model's first parameter can be fp32 too: not proven there
+        prefix_cache = next(model.parameters()).dtype == torch.float32 and not getattr(model, "is_quantized", False)
+    shared = shared_prefix_length(encoded) if prefix_cache and streamer is None else 0
+    shared = shared if shared >= MIN_SHARED_PREFIX else 0
+    prefix_kv = None
+    if shared:
+        with torch.inference_mode():
+            prefix_kv = _prefix_kv(model, encoded[0][:shared], device)
     outputs: list[str | None] = [None] * len(prompts)
     new_tokens = 0
     for batch in batches_by_length([len(e) for e in encoded], batch_size):
         width = max(len(encoded[i]) for i in batch)
         # Left padding: every row's last prompt token sits at the same position, where generation starts.
+        # With a shared prefix the pads go between it and each row's own tokens ([prefix][pads][suffix]).
         ids = torch.full((len(batch), width), pad, dtype=torch.long)
         mask = torch.zeros((len(batch), width), dtype=torch.long)
+        if shared:
+            ids[:, :shared] = torch.tensor(encoded[batch[0]][:shared])
+            mask[:, :shared] = 1
         for r, i in enumerate(batch):
-            ids[r, width - len(encoded[i]):] = torch.tensor(encoded[i])
-            mask[r, width - len(encoded[i]):] = 1
+            own = encoded[i][shared:]
+            ids[r, width - len(own):] = torch.tensor(own)
+            mask[r, width - len(own):] = 1
         criteria = StoppingCriteriaList([_StopAtNewline(tokenizer, vocab, len(batch), device)]) if stop_at_newline else None
         with torch.inference_mode():
+            cache = {"past_key_values": _batch_cache(prefix_kv, len(batch))} if shared else {}
             out = model.generate(
                 input_ids=ids.to(device), attention_mask=mask.to(device), generation_config=config,
-                stopping_criteria=criteria, streamer=streamer,
+                stopping_criteria=criteria, streamer=streamer, **cache,
             )
         for r, i in enumerate(batch):
             row = out[r, width:].tolist()
@@ -289,4 +389,5 @@ def generate(model, tokenizer, prompts: list[str], max_new_tokens: int, stop_at_
             outputs[i] = tokenizer.decode(row[:cut], skip_special_tokens=True, **decode_kwargs(tokenizer))
         if progress is not None:
             progress.update(len(batch))
-    return [o or "" for o in outputs], GenStats(time.monotonic() - t0, new_tokens, truncated)
+    stats = GenStats(time.monotonic() - t0, new_tokens, truncated, sum(len(e) for e in encoded), shared)
+    return [o or "" for o in outputs], stats

@@ -58,6 +58,8 @@ class Settings:
     scoring: str = "standard"  # "finlora": FinLoRA's harness rules (raw prompt, its answer budgets and scorers)
     progress: bool = True
     argv: list[str] = field(default_factory=list)
+    precision: object = None  # eval.engine.EvalPrecision (--precision resolved for this machine); None: load defaults
+    prefix_cache: bool | None = None  # --prefix-cache (None: auto, fp32 models only): shared prefix's KV cache
 
 
 @dataclass
@@ -167,6 +169,9 @@ def fingerprint(pair: Pair, data: TaskData, group: Group, settings: Settings, ad
         "adapter_weights_sha256": adapter_digests.get("weights"),
         "adapter_config_sha256": adapter_digests.get("config"),
         "bertscore_model": settings.bertscore_model if t.kind.free_text or t.kind.needs_encoder else None,
+        # only when it differs from the load default (fp32 on CPU), so pairs finished before --precision stay finished
+        **({"precision": settings.precision.fingerprint}
+           if settings.precision is not None and settings.precision.fingerprint else {}),
     }
 
 
@@ -218,7 +223,7 @@ def _generate(model, tokenizer, prompts: list[str], pair: Pair, data: TaskData, 
                disable=not settings.progress, dynamic_ncols=True)
     try:
         return generate(model, tokenizer, prompts, task.max_new_tokens, stop_at_newline=task.kind.stop_at_newline,
-                        batch_size=settings.batch_size, progress=bar)
+                        batch_size=settings.batch_size, progress=bar, prefix_cache=settings.prefix_cache)
     finally:
         bar.close()
 
@@ -271,6 +276,7 @@ def _generate_shard(model, tokenizer, prompts: list[str], pair: Pair, data: Task
         if mine:
             outputs, stats = _generate(model, tokenizer, [prompts[i] for i in mine], pair, data, settings)
             shard.outputs, shard.new_tokens, shard.truncated_prompts = outputs, stats.new_tokens, stats.truncated_prompts
+            shard.prompt_tokens, shard.shared_prefix_tokens = stats.prompt_tokens, stats.shared_prefix_tokens
     except Exception as exc:  # noqa: BLE001 - sent to rank 0, which makes it the pair's error cell
         shard = sharding.ShardResult(world.rank, [], [], error=describe(exc))
     shard.seconds = round(time.monotonic() - t0, 3)
@@ -281,8 +287,11 @@ def _generate_shard(model, tokenizer, prompts: list[str], pair: Pair, data: Task
     if error is not None:
         raise RuntimeError(error)
     outputs = sharding.merge(len(prompts), gathered)
+    working = [s for s in gathered if s.rows]
     stats = GenStats(time.monotonic() - t0, sum(s.new_tokens for s in gathered),
-                     sum(s.truncated_prompts for s in gathered))
+                     sum(s.truncated_prompts for s in gathered), sum(s.prompt_tokens for s in gathered),
+                     # each rank reuses the prefix its own rows share; the pair reports what all of them reused
+                     min((s.shared_prefix_tokens for s in working), default=0))
     return outputs, stats, gathered
 
 
@@ -315,7 +324,8 @@ def evaluate_pair(model, tokenizer, pair: Pair, data: TaskData, settings: Settin
     pair_file, pred_file = pair_paths(settings.out, pair.row, task.name)
     write_atomic(pred_file, "\n".join(lines) + "\n")
     timing = {"seconds": round(stats.seconds, 3), "samples_per_second": round(len(prompts) / stats.seconds, 3)
-              if stats.seconds > 0 else None, "new_tokens": stats.new_tokens}
+              if stats.seconds > 0 else None, "new_tokens": stats.new_tokens,
+              "prompt_tokens": stats.prompt_tokens, "shared_prefix_tokens": stats.shared_prefix_tokens}
     if ranks is not None:
         timing["ranks"] = ranks  # per rank: its rows, their token cost (the balance), seconds generating
     result = {
@@ -448,7 +458,8 @@ def run_group(group: Group, rows: list[Row], pairs: list[Pair], datas: dict[str,
     """Evaluate one base model's rows in place; returns the group's facts for results.json."""
     world = world if world is not None else Solo()
     facts = {"base_model": group.base.ref, "base_path": group.base.path, "error": group.base.error,
-             "load_seconds": None, "dtype": None}
+             "load_seconds": None, "dtype": None,
+             "precision": settings.precision.record if settings.precision is not None else None}
     if group.base.error:
         if group.base.ref != NO_BASE:  # the adapters of the no-base group already say why
             _say(world, f"error: {group.base.error}; skipping {len(group.adapters)} adapter(s) of this group")
@@ -465,7 +476,8 @@ def run_group(group: Group, rows: list[Row], pairs: list[Pair], datas: dict[str,
     loaded, error = None, None
     try:
         with compute.phase(f"base load {group.base.ref}"):
-            loaded = engine.load_base(group.base.path, settings.base_quant)
+            loaded = engine.load_base(group.base.path, settings.base_quant,
+                                      dtype=settings.precision.dtype if settings.precision is not None else None)
     except Exception as exc:  # noqa: BLE001 - the group fails, the others go on
         error = describe(exc)
     error = _agree(world, error)

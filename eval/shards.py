@@ -52,6 +52,8 @@ class ShardResult:
     new_tokens: int = 0
     truncated_prompts: int = 0
     tokens: int = 0  # the shard's cost (batch_cost summed): what the balance was made on
+    prompt_tokens: int = 0
+    shared_prefix_tokens: int = 0  # the prefix this rank's prompts share (eval.engine's KV reuse)
     error: str | None = None
 
 

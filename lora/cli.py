@@ -41,6 +41,7 @@ from lora.launch_plan import (
     preflight,
     write_recipe,
 )
+from lora.precision import REQUESTS
 from lora.preflight import gather_gpus, require
 from lora.profiles import AUTO, PROFILES, profile_from_gpus, profile_named, use_detected
 from lora.registry import Registry, load_registry
@@ -80,6 +81,8 @@ def check_sky_flags(args: argparse.Namespace) -> None:
     elif args.machine_rank is not None or args.main_process_ip or args.main_process_port:
         raise UserError("--sky takes --num-machines and --gpus; SkyPilot supplies each machine's rank and the "
                         "main machine's address (docs/cloud.md)")
+    elif args.precision != "auto":
+        raise UserError("--precision is for cpu entries; --sky trains a GPU profile in its own precision")
     elif args.plan or args.list or args.fresh:
         raise UserError("--sky launches on a rented machine; --plan, --list and --fresh are commands of their own")
     elif args.check:
@@ -108,6 +111,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                                      "`auto`: this machine's GPUs")
     p.add_argument("--usd-per-gpu-hour", type=float,
                    help="price for --plan (default: the profile's, $0.26 for an A5000)")
+    p.add_argument("--precision", choices=REQUESTS, default="auto",
+                   help="cpu entries: bf16 where the CPU has bf16 matmuls (AMX/AVX512-BF16), else fp32 (default auto; "
+                        "lora/precision.py)")
     p.add_argument("--fresh", action="store_true", help="start over: move the old output folder aside (never deleted)")
     p.add_argument("--zero", type=int, choices=(1, 2, 3), help="DeepSpeed ZeRO stage (overrides the entry)")
     p.add_argument("--gpus", type=int, help="GPUs to use on this machine (default: all visible)")
@@ -149,7 +155,7 @@ def request_from_args(args: argparse.Namespace) -> LaunchRequest:
     return LaunchRequest(
         name=args.name, zero=args.zero, profile=args.profile, gpus=args.gpus, cpu_processes=args.cpu_processes,
         num_machines=args.num_machines, machine_rank=args.machine_rank, main_process_ip=args.main_process_ip,
-        main_process_port=args.main_process_port, fresh=args.fresh, dry_run=args.dry_run,
+        main_process_port=args.main_process_port, fresh=args.fresh, dry_run=args.dry_run, precision=args.precision,
         recipes_dir=args.recipes_dir, adapters_dir=args.adapters_dir,
     )
 

@@ -22,12 +22,13 @@ from lora.fsutil import REPO_ROOT, adapter_weights, repo_relative, write_atomic
 from lora.launch import build_command, child_environment, model_available_offline, run_child
 from lora.outputs import finish_record, plot_loss, start_record, training_finished
 from lora.plan import MissingFacts, Plan, checkpoint_interval_steps, format_plan, plan_for_entry
+from lora.precision import CpuFacts, Precision, choose, cpu_bf16_blocker, cpu_facts
 from lora.preflight import Finding, MachineFacts, gather, needs_for, require, run_checks
 from lora.profiles import PROFILES, HardwareProfile, attention_for
 from lora.prompts import prompt_format_record
 from lora.registry import Entry, Registry, is_local_model_ref, parse_entry
 from lora.render import DEFAULT_ADAPTERS_DIR, DEFAULT_RECIPES_DIR, RecipeInputs, recipe_inputs, render
-from lora.run_record import RunRecord, portable_path
+from lora.run_record import PrecisionRecord, RunRecord, portable_path
 from lora.runstate import RunLock, move_aside, resume_point
 
 COMPUTE_INTERVAL = 1.0  # seconds between samples of the training child (run.json "compute")
@@ -48,6 +49,7 @@ class LaunchRequest:
     main_process_port: int | None = None
     fresh: bool = False
     dry_run: bool = False
+    precision: str = "auto"  # --precision: auto, fp32, bf16 (cpu entries)
     recipes_dir: Path = DEFAULT_RECIPES_DIR
     adapters_dir: Path = DEFAULT_ADAPTERS_DIR
 
@@ -76,6 +78,7 @@ class Facts:
     estimate: Plan | None = None
     notes: tuple[str, ...] = ()
     flash_attn: bool = False  # flash-attn imports here (read by the pre-flight of a GPU launch)
+    cpu: CpuFacts | None = None  # bf16 matmul support, gathered for cpu entries only
 
 
 @dataclass(frozen=True)
@@ -96,6 +99,7 @@ class LaunchPlan:
     estimate: Plan | None = None
     notes: tuple[str, ...] = ()
     tensorboard_dir: Path | None = None  # where the trainer writes TensorBoard event files
+    precision: Precision | None = None
 
     @property
     def recipe_ref(self) -> str:
@@ -137,6 +141,9 @@ def check_request(request: LaunchRequest, entry: Entry) -> None:
                             "(or more), or remove zero_stage / --zero")
     elif request.cpu_processes != 1:
         raise UserError(f"--cpu-processes is for cpu entries; {request.name!r} is a GPU recipe: use --gpus N")
+    elif request.precision != "auto":
+        raise UserError(f"--precision is for cpu entries; {request.name!r} trains in the {entry.profile} profile's "
+                        "precision (its recipe's bf16 key)")
     if request.num_machines > 1 or request.machine_rank is not None:
         if request.machine_rank is None:
             raise UserError("--num-machines > 1 needs --machine-rank (0 on the main machine)")
@@ -275,7 +282,8 @@ def gather_facts(registry: Registry, request: LaunchRequest, entry: Entry) -> Fa
         folder = read_folder_state(request.output_dir)
         estimate = estimate_or_none(registry, entry, workers, request.num_machines)
     return Facts(workers=workers, environ=dict(os.environ), offline=offline, folder=folder, estimate=estimate,
-                 notes=tuple(notes), flash_attn=flash_attn)
+                 notes=tuple(notes), flash_attn=flash_attn,
+                 cpu=cpu_facts() if profile.accelerator == "cpu" else None)
 
 
 # ---------------------------------------------------------------- decide (pure)
@@ -323,21 +331,34 @@ def _folder_decision(request: LaunchRequest, folder: FolderState, text: str) -> 
     return None, folder.resume
 
 
+def precision_for(request: LaunchRequest, entry: Entry, profile: HardwareProfile, cpu: CpuFacts | None) -> Precision:
+    """The precision this launch trains in: on the CPU by capability (lora/precision.py), else the profile's."""
+    if profile.accelerator != "cpu":
+        name = "bf16" if profile.bf16 else "fp32"
+        return Precision(name, request.precision, f"the {profile.name} profile's precision")
+    facts = cpu if cpu is not None else CpuFacts(False, "not gathered")
+    return choose(request.precision, facts, cpu_bf16_blocker(entry.quant_bits, entry.resolved.zero_stage))
+
+
 def decide(request: LaunchRequest, registry: Registry, entry: Entry, facts: Facts) -> LaunchPlan:
     profile = PROFILES[entry.profile]
+    precision = precision_for(request, entry, profile, facts.cpu)
     inputs = recipe_inputs(registry, request.name, entry, recipes_dir=request.recipes_dir,
-                           adapters_dir=request.adapters_dir)
+                           adapters_dir=request.adapters_dir, precision=request.precision)
     text = render(inputs)
     recipe_path = request.recipes_dir / f"{request.name}.yaml"
     already_done, resume = _folder_decision(request, facts.folder, text)
     cpu = profile.accelerator == "cpu"
+    # `auto` is resolved here, not in the recipe (lora/precision.py says why): the recipe keeps fp32's keys.
+    resolved_at_launch = ["--bf16", "True"] if inputs.precision == "auto" and precision.bf16 else []
+    overrides = (_axolotl_overrides(inputs, facts.estimate, resume) + _launch_switches(inputs, profile, facts)
+                 if not request.dry_run else [])
     argv = build_command(
         repo_relative(recipe_path), num_processes=facts.workers or 1, cpu=cpu,
         deepspeed_config=inputs.deepspeed_config, num_machines=request.num_machines,
         machine_rank=request.machine_rank or 0, main_process_ip=request.main_process_ip,
-        main_process_port=request.main_process_port, mixed_precision=profile.mixed_precision,
-        extra_axolotl_args=tuple(_axolotl_overrides(inputs, facts.estimate, resume)
-                                 + _launch_switches(inputs, profile, facts)) if not request.dry_run else (),
+        main_process_port=request.main_process_port, mixed_precision="bf16" if precision.bf16 else "no",
+        extra_axolotl_args=tuple(resolved_at_launch + overrides),
     )
     env = child_environment(facts.environ, offline=facts.offline, cpu=cpu,
                             deepspeed=inputs.deepspeed_config is not None)
@@ -348,6 +369,7 @@ def decide(request: LaunchRequest, registry: Registry, entry: Entry, facts: Fact
         argv=argv, env=env, output_dir=request.output_dir, datasets=dataset_paths(registry, entry),
         move_aside=request.fresh and not request.dry_run, already_done=already_done, resume=resume,
         estimate=facts.estimate, notes=facts.notes, tensorboard_dir=Path(env["TENSORBOARD_LOGGING_DIR"]),
+        precision=precision,
     )
 
 
@@ -390,8 +412,12 @@ def _train(plan: LaunchPlan, lock: RunLock) -> int:
     )
     if plan.tensorboard_dir is not None:
         record = record.model_copy(update={"tensorboard_dir": portable_path(plan.tensorboard_dir, output_dir)})
+    if plan.precision is not None:
+        record.precision = PrecisionRecord(**plan.precision.record())
     output_dir.mkdir(parents=True, exist_ok=True)
     record.write(output_dir)
+    if plan.precision is not None:
+        print(f"precision: {plan.precision.name} ({plan.precision.why})", file=sys.stderr)
     print(f"launching: {shlex.join(plan.argv)}", file=sys.stderr, flush=True)
 
     def started(pid: int) -> None:

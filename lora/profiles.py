@@ -136,7 +136,7 @@ PROFILES: dict[str, HardwareProfile] = {
         *(_gpu(*row) for row in _RENTED),
         HardwareProfile(
             name="cpu",
-            description="CPU only (laptop, CI): fp32, SDPA attention, no Triton kernels, no DeepSpeed",
+            description="CPU only (laptop, CI): bf16 where the CPU has it else fp32, SDPA, no Triton kernels, no DeepSpeed",
             accelerator="cpu",
             num_gpus=0,
             bf16=False,

@@ -59,6 +59,10 @@ class RecipeInputs:
     lora_kernels: bool
     prompt_template: str = field(default="")
     attention: str = "sdpa"  # attn_implementation as rendered: the entry's, else the profile's (launch may upgrade)
+    # "auto" (cpu profile: the launch resolves it, lora/precision.py), "fp32" or "bf16" (written into the keys)
+    precision: str = "auto"
+    precision_why: str = ""  # for a named precision: who named it (the user, or what rules bf16 out)
+    precision_flag: str = ""  # " --precision X" when the user named one
 
 
 def dataset_splits(path: str, weight: float) -> list[dict]:
@@ -82,7 +86,22 @@ def checkpointing(entry: Entry) -> dict:
     return {"save_steps": None, "saves_per_epoch": 4}
 
 
-def launch_command_for(profile: HardwareProfile, recipe_path: str, zero_stage: int | None) -> str:
+def recipe_precision(profile: HardwareProfile, entry: Entry, requested: str) -> tuple[str, str]:
+    """(what the recipe's keys say, why): a GPU profile's own choice; on the CPU the user's named precision,
+    fp32 where the entry rules bf16 out, else "auto", which renders fp32's keys and is resolved at launch, so
+    the recipe never depends on the machine that rendered it (lora/precision.py)."""
+    from lora.precision import cpu_bf16_blocker
+
+    if profile.accelerator != "cpu":
+        return ("bf16" if profile.bf16 else "fp32"), f"the {profile.name} profile's"
+    if requested != "auto":
+        return requested, f"--precision {requested}"
+    blocker = cpu_bf16_blocker(entry.quant_bits, entry.resolved.zero_stage)
+    return ("fp32", blocker) if blocker else ("auto", "")
+
+
+def launch_command_for(profile: HardwareProfile, recipe_path: str, zero_stage: int | None,
+                       precision: str = "auto") -> str:
     """The command the header documents (the launcher builds the real argv for the GPUs it finds)."""
     from lora.launch import build_command  # local: launch imports render
 
@@ -92,7 +111,7 @@ def launch_command_for(profile: HardwareProfile, recipe_path: str, zero_stage: i
         num_processes=profile.num_gpus or (2 if cpu and zero_stage else 1),  # ZeRO shards across >= 2 ranks
         cpu=cpu,
         deepspeed_config=repo_relative(deepspeed_config_path(zero_stage)) if zero_stage else None,
-        mixed_precision=profile.mixed_precision,
+        mixed_precision="bf16" if precision == "bf16" else profile.mixed_precision,
     )
     return shlex.join(argv)
 
@@ -103,8 +122,10 @@ def recipe_inputs(
     entry: Entry | None = None,
     recipes_dir: Path = DEFAULT_RECIPES_DIR,
     adapters_dir: Path = DEFAULT_ADAPTERS_DIR,
+    precision: str = "auto",
 ) -> RecipeInputs:
-    """Resolve paths and profile choices for `name` (its registry entry, or `entry` with CLI overrides)."""
+    """Resolve paths and profile choices for `name` (its registry entry, or `entry` with CLI overrides).
+    precision: --precision (auto, fp32, bf16); only cpu-profile recipes take it (recipe_precision)."""
     entry = entry if entry is not None else registry.get(name)
     profile = PROFILES[entry.profile]
     base_model = registry.resolve_base_model(entry)
@@ -120,6 +141,7 @@ def recipe_inputs(
     resolved = entry.resolved
     stage = resolved.zero_stage
     recipe_path = repo_relative(recipes_dir / f"{name}.yaml")
+    written_precision, precision_why = recipe_precision(profile, entry, precision)
     default_registry = registry.path == DEFAULT_REGISTRY.resolve()
     shown_registry = repo_relative(registry.path)
     return RecipeInputs(
@@ -136,11 +158,14 @@ def recipe_inputs(
         deepspeed_config=repo_relative(deepspeed_config_path(stage)) if stage else None,
         zero_stage=stage,
         **checkpointing(entry),
-        launch_command=launch_command_for(profile, recipe_path, stage),
+        launch_command=launch_command_for(profile, recipe_path, stage, written_precision),
         # axolotl's kernels support neither DoRA nor dropout; keep them off unless both allow it
         lora_kernels=profile.lora_kernels and not entry.peft_use_dora and resolved.lora_dropout == 0,
         prompt_template=template_for(resolved.prompt_format).replace("{context}", "{instruction}"),
         attention=entry.attention or profile.attn_implementation,
+        precision=written_precision,
+        precision_why=precision_why,
+        precision_flag=f" --precision {precision}" if precision != "auto" and profile.accelerator == "cpu" else "",
     )
 
 
@@ -200,11 +225,14 @@ def validate_with_axolotl(recipe_text: str, entry: Entry) -> None:
 
     profile = PROFILES[entry.profile]
     gpu = profile.accelerator == "cuda"
-    capabilities = {"bf16": profile.bf16, "n_gpu": max(1, profile.num_gpus), "fp8": False,
+    recipe = yaml.safe_load(recipe_text)
+    # A cpu recipe in bf16 launches only where lora/precision.py found bf16 matmuls on the CPU; axolotl's
+    # GPU-only notion of the capability would just warn "Training will fail".
+    capabilities = {"bf16": profile.bf16 or recipe.get("bf16") is True, "n_gpu": max(1, profile.num_gpus), "fp8": False,
                     "compute_capability": "sm_86" if gpu else None}
     env_capabilities = {"torch_version": torch.__version__.split("+")[0]}
     try:
-        validate_config(DictDefault(yaml.safe_load(recipe_text)), capabilities=capabilities,
+        validate_config(DictDefault(recipe), capabilities=capabilities,
                         env_capabilities=env_capabilities)
     except Exception as exc:  # noqa: BLE001 - axolotl raises ValueError / pydantic errors; one line for the user
         raise UserError(f"axolotl rejects the rendered recipe: {exc}") from None

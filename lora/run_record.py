@@ -43,6 +43,16 @@ class DatasetRecord(BaseModel):
     sha256: str
 
 
+class PrecisionRecord(BaseModel):
+    """The precision training ran in (lora/precision.py): used is fp32 or bf16; requested is --precision."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    used: Literal["fp32", "bf16"]
+    requested: Literal["auto", "fp32", "bf16"]
+    why: str
+
+
 class GitRecord(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -76,6 +86,7 @@ class RunRecord(BaseModel):
     final_train_loss: float | None = None
     compute: ComputeRecord | None = Field(default=None, description="what training used (lora/compute.py)")
     tensorboard_dir: str | None = Field(default=None, description="TensorBoard event files (portable path)")
+    precision: PrecisionRecord | None = None  # absent in runs made before --precision
 
     def to_json(self) -> dict:
         return self.model_dump(mode="json", by_alias=True)

@@ -373,3 +373,43 @@ def test_report_imports_no_torch(tmp_path, argv):
     assert done.stdout.strip().splitlines()[-1] == "HEAVY  RC 0", done.stderr[-2000:]
     if argv[1] != "--help":
         assert (out / "finlora_tasks.png").read_bytes()[:4] == b"\x89PNG"
+
+
+# ---------------------------------------------------------------- --precision, --prefix-cache
+
+
+def test_bf16_on_a_cpu_without_it_exits_2_before_anything(tmp_path, capsys, no_run, monkeypatch):
+    import lora.precision
+
+    monkeypatch.setattr(lora.precision, "cpu_facts", lambda: lora.precision.CpuFacts(False, "faked"))
+    out = tmp_path / "o"
+    assert main(["--base-model", BUNDLED_REF, "--tasks", "fpb", "--precision", "bf16", "--out", str(out)]) == 2
+    line = err_line(capsys)
+    assert "--precision bf16" in line and "no bf16 matmul" in line and not out.exists()
+
+
+def test_precision_with_base_quant_is_refused(tmp_path, capsys, no_run):
+    argv = ["--base-model", BUNDLED_REF, "--tasks", "fpb", "--base-quant", "8", "--precision", "fp32"]
+    assert main(argv + ["--out", str(tmp_path / "o")]) == 2
+    assert "--base-quant 8 sets the dtype" in err_line(capsys)
+
+
+def test_precision_and_prefix_cache_reach_the_settings(tmp_path, monkeypatch):
+    import lora.precision
+
+    seen = {}
+
+    def fake_run(groups, datas, settings):
+        seen["settings"] = settings
+        return {"rows": []}, 0
+
+    monkeypatch.setattr(lora.precision, "cpu_facts", lambda: lora.precision.CpuFacts(True, "faked"))
+    monkeypatch.setattr(eval.runner, "run", fake_run)
+    monkeypatch.setattr("eval.cli.write_results", lambda results, out: None)
+    argv = ["--base-model", BUNDLED_REF, "--tasks", "fpb", "--limit", "1", "--out", str(tmp_path / "o")]
+    assert main(argv + ["--prefix-cache", "off"]) == 0
+    s = seen["settings"]
+    assert s.prefix_cache is False and s.precision.record["used"] == "bf16" and s.precision.fingerprint == "bf16"
+    assert main(argv + ["--precision", "fp32"]) == 0
+    s = seen["settings"]
+    assert s.prefix_cache is None and s.precision.record["used"] == "fp32" and s.precision.fingerprint is None

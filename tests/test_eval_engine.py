@@ -82,3 +82,34 @@ def test_generation_does_not_depend_on_batching():
     three, stats = generate(loaded.model, loaded.tokenizer, prompts, 6, True, batch_size=3)
     assert one == three
     assert all("\n" not in o.strip() for o in three)  # stopped at the newline after the answer
+
+
+# ---------------------------------------------------------------- --precision (eval_precision is pure)
+
+
+def test_eval_precision_on_the_cpu_follows_the_capability():
+    from eval.engine import eval_precision
+    from lora.precision import CpuFacts
+
+    has, lacks = CpuFacts(True, "faked"), CpuFacts(False, "faked")
+    auto = eval_precision("auto", None, None, has)
+    assert auto.dtype == torch.bfloat16 and auto.record["used"] == "bf16" and auto.fingerprint == "bf16"
+    fp32 = eval_precision("auto", None, None, lacks)
+    # fp32 on the CPU is what eval always loaded: no fingerprint key, so finished pairs stay finished
+    assert fp32.dtype == torch.float32 and fp32.fingerprint is None
+    assert eval_precision("fp32", None, None, has).dtype == torch.float32
+
+
+def test_eval_precision_on_cuda_and_with_a_quantised_base():
+    from eval.engine import eval_precision
+    from lora.errors import UserError
+
+    auto = eval_precision("auto", None, True, None)
+    assert auto.dtype is None and auto.fingerprint is None  # the checkpoint's dtype, as before
+    assert eval_precision("fp32", None, True, None).fingerprint == "cuda-fp32"
+    with pytest.raises(UserError, match="does not support bf16"):
+        eval_precision("bf16", None, False, None)
+    quant = eval_precision("auto", 4, None, None)
+    assert quant.dtype is None and quant.record["used"] == "4bit"
+    with pytest.raises(UserError, match="--base-quant 4 sets the dtype"):
+        eval_precision("bf16", 4, None, None)

@@ -170,7 +170,8 @@ def test_finlora_scoring_uses_raw_prompt_and_its_own_fingerprint(tmp_path):
 def fake_engine(monkeypatch):
     calls: list[dict] = []
 
-    def generate(model, tokenizer, prompts, max_new_tokens, stop_at_newline, batch_size, progress=None):
+    def generate(model, tokenizer, prompts, max_new_tokens, stop_at_newline, batch_size, progress=None,
+                 prefix_cache=True):
         calls.append({"prompts": prompts, "max_new_tokens": max_new_tokens, "stop_at_newline": stop_at_newline})
         return ["neutral\nAnswer: negative"] * len(prompts), engine.GenStats(0.5, len(prompts), 0)
 
@@ -182,7 +183,7 @@ def fake_engine(monkeypatch):
             import contextlib
             return adapter, contextlib.nullcontext()
 
-    monkeypatch.setattr(engine, "load_base", lambda path, quant=None: SimpleNamespace(tokenizer=None, load_seconds=0.1,
+    monkeypatch.setattr(engine, "load_base", lambda path, quant=None, dtype=None: SimpleNamespace(tokenizer=None, load_seconds=0.1,
                                                                                        dtype="float32"))
     monkeypatch.setattr(engine, "AdapterHost", Host)
     monkeypatch.setattr(engine, "generate", generate)

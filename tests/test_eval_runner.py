@@ -113,12 +113,13 @@ def fake_engine(monkeypatch):
     """Records every generate() call as (model, number of prompts); answers "negative" / "3"."""
     calls: list[tuple[str | None, int]] = []
 
-    def generate(model, tokenizer, prompts, max_new_tokens, stop_at_newline, batch_size, progress=None):
+    def generate(model, tokenizer, prompts, max_new_tokens, stop_at_newline, batch_size, progress=None,
+                 prefix_cache=True):
         calls.append((model, len(prompts)))
         return ["negative\n3"] * len(prompts), engine.GenStats(0.5, len(prompts), 0)
 
     loaded = SimpleNamespace(tokenizer=None, load_seconds=0.1, dtype="float32")
-    monkeypatch.setattr(engine, "load_base", lambda path, quant=None: loaded)
+    monkeypatch.setattr(engine, "load_base", lambda path, quant=None, dtype=None: loaded)
     monkeypatch.setattr(engine, "AdapterHost", FakeHost)
     monkeypatch.setattr(engine, "generate", generate)
     monkeypatch.setattr(engine, "disable_progress_bars", lambda: None)

@@ -167,7 +167,8 @@ def test_no_line_break_in_a_comment_or_a_value_adds_a_key(workspace, brk):
     reg = load_registry(workspace.write({"run": cpu_entry(description=injected, dataset_path=str(data))}))
     text = render(recipe_inputs(reg, "run", recipes_dir=workspace.recipes))
     cfg = yaml.safe_load(text)
-    assert not {"push_to_hub", "plugins", "hub_model_id"} & set(cfg) and set(cfg) <= template_keys()
+    assert not {"push_to_hub", "hub_model_id"} & set(cfg) and set(cfg) <= template_keys()
+    assert cfg["plugins"] == ["lora.axolotl_cpu_bf16.CpuBf16"]  # the cpu profile's own plugin, nothing injected
     assert cfg["datasets"][0]["path"].endswith(f"d{brk}ata.jsonl")  # values keep their text, escaped
 
 
