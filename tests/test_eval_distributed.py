@@ -227,14 +227,15 @@ def fake_engine(monkeypatch):
     """Outputs that depend on the model and the prompt, so a row merged into the wrong place shows."""
     calls: list = []
 
-    def generate(model, tokenizer, prompts, max_new_tokens, stop_at_newline, batch_size, progress=None):
+    def generate(model, tokenizer, prompts, max_new_tokens, stop_at_newline, batch_size, progress=None,
+                 prefix_cache=None):
         calls.append((threading.current_thread().name, model.name, len(prompts)))
         outs = [("negative" if int(hashlib.sha256(f"{model.name}{p}".encode()).hexdigest(), 16) % 2 else "neutral")
                 + f"\n{len(p)}" for p in prompts]
         return outs, engine.GenStats(0.25, 3 * len(prompts), 0)
 
     loaded = SimpleNamespace(tokenizer=FakeTokenizer(), load_seconds=0.1, dtype="float32")
-    monkeypatch.setattr(engine, "load_base", lambda path, quant=None: loaded)
+    monkeypatch.setattr(engine, "load_base", lambda path, quant=None, dtype=None: loaded)
     monkeypatch.setattr(engine, "AdapterHost", FakeHost)
     monkeypatch.setattr(engine, "generate", generate)
     monkeypatch.setattr(engine, "disable_progress_bars", lambda: None)
