@@ -29,6 +29,7 @@ from eval.runner import Settings, run
 from eval.shards import ShardResult
 from eval.tasks import load_registry, load_task_data
 from lora.errors import UserError
+from tests.test_eval_cli import err_line
 
 # ---------------------------------------------------------------- sharding (pure)
 
@@ -132,12 +133,6 @@ def test_failure_line_is_one_line_with_the_ranks_message_or_its_signal():
 
 
 # ---------------------------------------------------------------- CLI checks (no model)
-
-
-def err_line(capsys) -> str:
-    err = capsys.readouterr().err.splitlines()
-    assert len(err) == 1 and err[0].startswith("error: "), err
-    return err[0]
 
 
 @pytest.fixture
