@@ -20,7 +20,7 @@ from lora.datacheck import check_jsonl
 from lora.errors import UserError
 from lora.fsutil import REPO_ROOT, adapter_weights, repo_relative, write_atomic
 from lora.launch import build_command, child_environment, model_available_offline, run_child
-from lora.outputs import finish_record, plot_loss, start_record, training_finished
+from lora.outputs import checkpoint_step, finish_record, plot_loss, start_record, training_finished
 from lora.plan import MissingFacts, Plan, checkpoint_interval_steps, format_plan, plan_for_entry
 from lora.precision import CpuFacts, Precision, choose, cpu_bf16_blocker, cpu_facts
 from lora.preflight import Finding, MachineFacts, gather, needs_for, require, run_checks
@@ -396,7 +396,7 @@ def execute(plan: LaunchPlan, lock: RunLock) -> int:
     if plan.estimate is not None:
         print(format_plan(plan.estimate), file=sys.stderr)
     if plan.resume is not None:
-        print(f"resuming from {repo_relative(plan.resume)} (step {plan.resume.name.split('-')[-1]}); "
+        print(f"resuming from {repo_relative(plan.resume)} (step {checkpoint_step(plan.resume)}); "
               "--fresh starts over", file=sys.stderr)
     return _train(plan, lock)
 

@@ -334,10 +334,16 @@ def _flash_attn_version() -> str | None:
     return getattr(flash_attn, "__version__", "unknown")
 
 
+def _nearest_existing(path: Path) -> Path:
+    """path, or its closest folder that exists: the pre-flight reads a disk and writes a probe without
+    creating the folders a launch would create."""
+    while not path.exists() and path != path.parent:
+        path = path.parent
+    return path
+
+
 def _free_gib(path: Path) -> tuple[str, float, int] | None:
-    probe = path
-    while not probe.exists() and probe != probe.parent:
-        probe = probe.parent
+    probe = _nearest_existing(path)
     try:
         return str(path), shutil.disk_usage(probe).free / GB, os.stat(probe).st_dev
     except OSError:
@@ -365,9 +371,7 @@ def _hub_info(base_model: str) -> tuple[str | None, bool | None]:
 
 
 def _output_error(output_dir: Path) -> str | None:
-    probe = output_dir
-    while not probe.exists() and probe != probe.parent:
-        probe = probe.parent
+    probe = _nearest_existing(output_dir)
     try:
         with tempfile.NamedTemporaryFile(dir=probe, prefix=".preflight-"):
             pass

@@ -37,6 +37,7 @@ from lora.fsutil import REPO_ROOT, adapter_weights, repo_relative, utc_now_iso
 from lora.launch import run_child
 from lora.launch_plan import LaunchRequest, check_request, decide, entry_for, execute, gather_facts, workers_here
 from lora.names import MAX_NAME_LEN, check_name
+from lora.outputs import checkpoint_step
 from lora.profiles import PROFILES
 from lora.queue_state import (
     EvalState,
@@ -278,7 +279,7 @@ def _eta(estimate, resume: Path | None) -> str:
         return text + ", time not estimated"
     left = estimate.hours
     if resume is not None and estimate.steps:
-        done = int(resume.name.split("-")[-1])
+        done = checkpoint_step(resume)
         left = estimate.hours * max(0.0, 1 - done / estimate.steps)
     end = datetime.now(timezone.utc) + timedelta(hours=left)
     cost = "" if estimate.cost_usd is None else f", ${estimate.cost_usd:.2f}"
