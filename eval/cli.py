@@ -235,10 +235,12 @@ def grouped_adapters(args) -> list:
 
 def select_default_tasks(groups, registry: dict, base_alone: bool) -> list:
     """No --tasks: each adapter gets its family's tasks (eval/adapter_tasks.py), set on adapter.tasks; one
-    stderr note per skipped task (data file absent, or not in the registry). Returns the tasks to load."""
+    stderr note per skipped task (data file absent, or not in the registry). Returns the tasks to load.
+    Relabelled tasks (a `relabel` map) are never picked by default: they only re-score a file another task reads."""
     from eval.adapter_tasks import select
 
     adapters = [a for g in groups for a in g.adapters]
+    registry = {n: t for n, t in registry.items() if not t.relabel}
     missing = {n: str(t.data) for n, t in registry.items() if not t.data.is_file()}
     sel = select([(a.name, a.family, a.error is None) for a in adapters], list(registry), missing, base_alone)
     if not sel.needed and (base_alone or any(a.error is None for a in adapters)):

@@ -89,7 +89,9 @@ def read_train(task: Task) -> Pool | None:
     the test rows are used). A train file that exists but is malformed is bad input (exit 2, file:line)."""
     if task.train is None or not task.train.is_file():
         return None
-    rows = tuple({"id": n - 1, "context": o["context"], "target": o["target"]}
+    relabel = dict(task.relabel)  # a relabelled task's examples show the labels it scores
+    rows = tuple({"id": n - 1, "context": o["context"],
+                  "target": relabel.get(task.kind.normalize_target(o["target"]), o["target"])}
                  for n, o in read_jsonl(task.train, ("context", "target"), f"task {task.name}: train file"))
     return Pool("train", repo_relative(task.train), sha256_file(task.train), rows)
 

@@ -49,6 +49,9 @@ class TaskEntry(BaseModel):
     prompt_format: StrictStr | None = None
     headline: StrictStr | None = None
     finlora: FinloraRule | None = Field(default=None, description="FinLoRA's scoring rule (--scoring finlora)")
+    relabel: dict[StrictStr, StrictStr] | None = Field(default=None, min_length=1, description=(
+        "target as written -> target scored, applied to the test and train rows as they are read: scores a file "
+        "whose labels are known to be wrong by its source's meaning, without copying the file"))
     description: StrictStr = ""
 
 
@@ -70,6 +73,7 @@ class Task:
     prompt_format: str | None = None
     description: str = ""
     finlora: Finlora | None = None  # FinLoRA's rule for this task; None: --scoring finlora refuses the task
+    relabel: tuple[tuple[str, str], ...] = ()  # (as written, as scored) target pairs; () = targets as written
     spec: dict = field(default_factory=dict, compare=False, hash=False)  # the registry entry as written
 
 
@@ -89,6 +93,21 @@ def check_task_name(name: str, source: str) -> None:
     if len(name) > TASK_NAME_MAX or not TASK_NAME.fullmatch(name) or ".." in name:
         raise UserError(f"{source}: task name {shown!r} is not a safe identifier (letters, digits, _ . -; "
                         f"starts with a letter or digit; no '..'; at most {TASK_NAME_MAX} characters)")
+
+
+def _relabel(entry: TaskEntry, kind: Kind, labels: tuple[str, ...] | None, where: str) -> tuple[tuple[str, str], ...]:
+    if entry.relabel is None:
+        return ()
+    if not kind.has_labels:
+        raise UserError(f"{where}: key 'relabel': relabelling only applies to a kind with labels, not {kind.name}")
+    if entry.finlora is not None:
+        raise UserError(f"{where}: key 'relabel': FinLoRA scores the file as written; drop 'finlora' from a "
+                        f"relabelled task (keep FinLoRA's rule on the task that reads the file as is)")
+    relabel = tuple((kind.normalize_target(a), kind.normalize_target(b)) for a, b in entry.relabel.items())
+    outside = sorted({b for _, b in relabel} - set(labels)) if labels else []
+    if outside:
+        raise UserError(f"{where}: key 'relabel': {outside[0]!r} is not one of the task's labels ({', '.join(labels)})")
+    return relabel
 
 
 def parse_entry(name: str, raw: object, base_dir: Path, source: str) -> Task:
@@ -129,12 +148,14 @@ def parse_entry(name: str, raw: object, base_dir: Path, source: str) -> Task:
         if entry.prompt_format not in PROMPT_FORMATS:
             raise UserError(f"{where}: key 'prompt_format': unknown {entry.prompt_format!r} "
                             f"(known: {', '.join(PROMPT_FORMATS)}){did_you_mean(entry.prompt_format, PROMPT_FORMATS)}")
+    relabel = _relabel(entry, kind, labels, where)
     data = user_path_in(entry.data, base_dir, f"{where}: data")
     train = user_path_in(entry.train, base_dir, f"{where}: train") if entry.train is not None else None
     return Task(
         name=name, data=data, train=train, kind=kind,
         max_new_tokens=entry.max_new_tokens or kind.max_new_tokens, headline=headline, labels=labels,
-        prompt_format=entry.prompt_format, description=entry.description, finlora=finlora, spec=dict(raw),
+        prompt_format=entry.prompt_format, description=entry.description, finlora=finlora, relabel=relabel,
+        spec=dict(raw),
     )
 
 
@@ -237,11 +258,17 @@ class TaskData:
         return TaskData(task=self.task, rows=self.rows[:limit], labels=self.labels, sha256=self.sha256)
 
 
+def relabelled(task: Task, targets: list[str]) -> list[str]:
+    """Targets as the task scores them: the registry's `relabel` map applied (unmapped targets unchanged)."""
+    mapping = dict(task.relabel)
+    return [mapping.get(t, t) for t in targets] if mapping else targets
+
+
 def load_task_data(task: Task) -> TaskData:
     """Read and validate every line (so a malformed line stops the run before any model loads)."""
     require_file(task.data, f"task {task.name}: data file")
     lines = list(read_jsonl(task.data, ("context", "target"), f"task {task.name}: data file"))
-    targets = task.kind.normalize_targets([obj["target"] for _, obj in lines])  # the column: FinLoRA's pandas rule
+    targets = relabelled(task, task.kind.normalize_targets([obj["target"] for _, obj in lines]))  # FinLoRA's pandas rule
     rows: list[dict] = []
     for (lineno, obj), target in zip(lines, targets, strict=True):
         problem = task.kind.target_problem(target, task.labels)

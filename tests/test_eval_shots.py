@@ -113,3 +113,12 @@ def test_real_task_plan_is_pinned():
     plan, scored = plan_task(data, read_train(data.task), k=3, seed=0, limit=3)
     assert len(scored.rows) == 3
     assert plan.per_row == {0: (1764, 195, 2342), 1: (1585, 1444, 2049), 2: (3415, 2854, 1177)}
+
+
+def test_a_relabelled_tasks_examples_show_the_labels_it_scores(tmp_path):
+    train = tmp_path / "train.jsonl"
+    train.write_text("".join(json.dumps({"context": c, "target": t}) + "\n"
+                             for c, t in [("a", "positive"), ("b", "Neutral"), ("c", "negative")]))
+    task = replace(load_registry()["tfns_source_labels"], train=train)
+    assert [r["target"] for r in read_train(task).rows] == ["neutral", "positive", "negative"]
+    assert [r["target"] for r in read_train(replace(task, relabel=())).rows] == ["positive", "Neutral", "negative"]

@@ -40,7 +40,7 @@ def registry_error(path) -> str:
 def test_shipped_registry_labels_and_data_agree():
     registry = load_registry()
     shipped = [name for name, task in registry.items() if task.data.is_file()]
-    assert shipped == ["fpb", "fiqa", "tfns", "nwgi", "ner", "financebench", "xbrl_term", "formula"]
+    assert shipped == ["fpb", "fiqa", "tfns", "tfns_source_labels", "nwgi", "ner", "financebench", "xbrl_term", "formula"]
     for name in shipped:
         task = registry[name]
         data = load_task_data(task)  # raises on any malformed line / off-label target
@@ -187,3 +187,32 @@ def test_headline_follows_the_encoder():
     assert for_scoring(pinned, "standard", "/enc").headline == "rouge1"  # an explicit headline wins
     fin = for_scoring(term, "finlora", "/enc")
     assert (fin.kind.name, fin.headline, fin.max_new_tokens, fin.prompt_format) == ("finlora_bertscore", "bertscore_f1", 50, "raw")
+
+
+def test_relabel_rescores_the_file_as_its_source_means(tmp_path):
+    data = '{"context": "a", "target": "positive"}\n{"context": "b", "target": "Neutral"}\n{"context": "c", "target": "negative"}\n'
+    reg = write_registry(tmp_path, {"t": {**MINI, "labels": ["negative", "neutral", "positive"],
+                                          "relabel": {"positive": "neutral", "neutral": "positive"}}}, data)
+    task = load_registry(reg)["t"]
+    assert [r["target"] for r in load_task_data(task).rows] == ["neutral", "positive", "negative"]
+
+
+def test_shipped_tfns_source_labels_swaps_positive_and_neutral():
+    registry = load_registry()
+    as_written = [r["target"] for r in load_task_data(registry["tfns"]).rows]
+    as_scored = [r["target"] for r in load_task_data(registry["tfns_source_labels"]).rows]
+    swap = {"positive": "neutral", "neutral": "positive", "negative": "negative"}
+    assert as_scored == [swap[t] for t in as_written]
+    # pinned: as scored, neutral is the largest class (FinLoRA's file as written says positive)
+    assert (as_scored.count("negative"), as_scored.count("positive"), as_scored.count("neutral")) == (347, 475, 1566)
+
+
+@pytest.mark.parametrize("entry, needle", [
+    ({**MINI, "kind": "text", "labels": None, "relabel": {"a": "b"}}, "key 'relabel': relabelling only applies to a kind with labels"),
+    ({**MINI, "relabel": {"positive": "neutral"}}, "key 'relabel': 'neutral' is not one of the task's labels"),
+    ({**MINI, "relabel": {}}, "key 'relabel'"),
+    ({**MINI, "relabel": {"positive": "negative"}, "finlora": {"scorer": "finlora_labels", "max_new_tokens": 10}},
+     "FinLoRA scores the file as written"),
+])
+def test_bad_relabel(tmp_path, entry, needle):
+    assert needle in registry_error(write_registry(tmp_path, {"t": entry}))
