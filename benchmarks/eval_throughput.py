@@ -235,7 +235,27 @@ def main(argv: list[str] | None = None) -> int:
     if args.limit < 1 or args.adapters < 1 or args.batch_size < 1:
         print("error: --limit, --adapters and --batch-size must be >= 1", file=sys.stderr)
         return 2
+    from lora.errors import UserError
 
+    try:
+        return run(args, argv)
+    except UserError as exc:  # an unknown task, a --trained folder without an adapter: one line, nothing written
+        print(f"error: {exc}", file=sys.stderr)
+        return exc.exit_code
+
+
+def check_trained(folders: list[Path]) -> None:
+    from lora.errors import UserError
+
+    for folder in folders:
+        if not (folder / "adapter_config.json").is_file() or not (folder / "adapter_model.safetensors").is_file():
+            raise UserError(f"--trained {folder}: not an adapter folder (needs adapter_config.json and "
+                            "adapter_model.safetensors)")
+        if not (folder / "run.json").is_file() and not (folder.parent / "run.json").is_file():
+            raise UserError(f"--trained {folder}: no run.json in it or its parent (a finished finetune.py run)")
+
+
+def run(args, argv: list[str] | None) -> int:
     import torch
     from transformers import AutoTokenizer
 
@@ -247,6 +267,8 @@ def main(argv: list[str] | None = None) -> int:
     from lora.fsutil import write_json_atomic
     from lora.plan.facts import arch_from_config
 
+    if args.trained:
+        check_trained(args.trained)
     base = str(ensure_base_model(quiet=True))
     arch = arch_from_config(read_json(Path(base) / "config.json", "base config"), "base config.json")
     tasks = [for_scoring(t, "finlora", None) for t in select_tasks(load_registry(), args.tasks.split(","))]

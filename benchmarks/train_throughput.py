@@ -131,7 +131,16 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
     os.environ.setdefault("AXOLOTL_DO_NOT_TRACK", "1")
+    from lora.errors import UserError
 
+    try:
+        return run(args, argv)
+    except UserError as exc:  # the shipped entry no longer parses, the data file is malformed: one line
+        print(f"error: {exc}", file=sys.stderr)
+        return exc.exit_code
+
+
+def run(args, argv: list[str] | None) -> int:
     from transformers import AutoTokenizer
 
     from lora.base_model import ensure_base_model
