@@ -21,6 +21,7 @@ from eval.fixtures import make_fake_adapter as fake_adapter
 from eval.kinds import KINDS
 from eval.runner import Settings, fingerprint, rows_and_pairs, score_outputs
 from eval.tasks import TaskData, for_scoring, load_registry, load_task_data
+from lora.errors import UserError
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -39,6 +40,9 @@ def test_registry_scorers_follow_finlora():
     registry = load_registry()
     for name, task in registry.items():
         assert task.data.parent == REPO / "data" / "test"
+        if task.relabel:  # not FinLoRA's labels, so no FinLoRA rule (eval/tasks.py refuses one)
+            assert task.finlora is None, name
+            continue
         scorer = {"xbrl_finer": "finlora_entities", "xbrl_fnxl": "finlora_entities", "financebench": "finlora_bertscore",
                   "xbrl_term": "finlora_bertscore"}.get(name, "finlora_labels")
         assert task.finlora.kind is KINDS[scorer], name
@@ -51,7 +55,10 @@ def test_shipped_data_loads_under_both_scorings():
         if not task.data.is_file():
             continue
         assert load_task_data(task).rows
-        if not task.finlora.kind.needs_encoder:
+        if task.finlora is None:
+            with pytest.raises(UserError, match="no FinLoRA rule"):
+                for_scoring(task, "finlora", None)
+        elif not task.finlora.kind.needs_encoder:
             assert load_task_data(for_scoring(task, "finlora", None)).rows
 
 
