@@ -11,7 +11,7 @@ Variants of `sentiment_smollm2_cpu` (finetune_configs.json), each one change fro
 - steps_250: the shipped data, 250 steps.
 Scored on seeded 600-row samples of the FPB and TFNS test sets (TFNS sorts its rows by label, so its first N are
 not a sample); TFNS both with FinLoRA's labels and the source's (docs/finlora.md: FinLoRA swaps positive and
-neutral). Everything goes under --out (registry, data, samples, eval output); adapters under lora_adapters/.
+neutral). Everything goes under --out (registry, data, samples, recipes, adapters, eval output).
 Wilson 95% intervals. docs/demo.md holds the measured table.
 """
 from __future__ import annotations
@@ -93,8 +93,10 @@ def prepare(out: Path) -> dict[str, dict]:
 
 def commands(out: Path, variants: dict) -> list[list[str]]:
     py, tasks = sys.executable, f"fpb{SAMPLE},tfns{SAMPLE}"
-    cmds = [[py, "finetune.py", "--config-json", str(out / "variants.json"), name] for name in variants]
-    adapters = ["lora_adapters/sentiment_smollm2_cpu"] + [f"lora_adapters/{name}" for name in variants]
+    # recipes and adapters under --out: recipes/ holds only the registry's own (tests/test_render.py checks it)
+    cmds = [[py, "finetune.py", "--config-json", str(out / "variants.json"), name, "--recipes-dir", str(out / "recipes"),
+             "--adapters-dir", str(out / "adapters")] for name in variants]
+    adapters = ["lora_adapters/sentiment_smollm2_cpu"] + [str(out / "adapters" / name) for name in variants]
     cmds.append([py, "-m", "eval", *adapters, "--tasks-json", str(out / "tasks.json"), "--tasks", tasks,
                  "--out", str(out / "eval"), "--no-progress"])
     return cmds
