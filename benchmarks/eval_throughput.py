@@ -264,7 +264,6 @@ def run(args, argv: list[str] | None) -> int:
     from eval.tasks import for_scoring, load_registry, load_task_data, select_tasks
     from lora.base_model import ensure_base_model
     from lora.files import read_json
-    from lora.fsutil import write_json_atomic
     from lora.plan.facts import arch_from_config
 
     if args.trained:
@@ -323,14 +322,9 @@ def run(args, argv: list[str] | None) -> int:
         "disagreements_fp32_vs_finlora": diffs, "flips_bf16_vs_fp32": flips,
         "load_average_after": [round(x, 2) for x in os.getloadavg()],
     }
-    print(json.dumps(summary, indent=2))
-    if args.json:
-        write_json_atomic(Path(args.json), summary)
-    if args.keep:
-        print(f"kept {work}", file=sys.stderr)
-    else:
-        shutil.rmtree(work, ignore_errors=True)
-    return 0
+    from benchmarks.report import finish
+
+    return finish(summary, args.json, work, args.keep)
 
 
 if __name__ == "__main__":

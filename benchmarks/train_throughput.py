@@ -202,16 +202,9 @@ def run(args, argv: list[str] | None) -> int:
         if ours["tokens_per_s"] and theirs["tokens_per_s"] else None,
         "load_average_after": [round(x, 2) for x in os.getloadavg()],
     }
-    print(json.dumps(summary, indent=2))
-    if args.json:
-        write_json_atomic(Path(args.json), summary)
-    if args.keep:
-        print(f"kept {work}", file=sys.stderr)
-    else:
-        import shutil
+    from benchmarks.report import finish
 
-        shutil.rmtree(work, ignore_errors=True)
-    return 0
+    return finish(summary, args.json, work, args.keep)
 
 
 if __name__ == "__main__":
