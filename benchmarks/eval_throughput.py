@@ -43,17 +43,10 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-# FinLoRA test/test_dataset.py `max_new_token_dict` (commit 7e1cf82); `.get(name, 30)` for the rest.
-FINLORA_MAX_NEW_TOKENS = {
-    "xbrl_tags_extract": 20, "xbrl_value_extract": 20, "xbrl_formula_extract": 30, "xbrl_formula_calc_extract": 30,
-    "xbrl_finer": 100, "xbrl_fnxl": 100, "fpb": 10, "fiqa": 10, "tfns": 10, "nwgi": 10, "headline": 10, "ner": 10,
-    "financebench": 50, "xbrl_term": 50, "formula": 50,
-}
-FINLORA_DEFAULT_MAX_NEW_TOKENS = 30
-FINLORA_DELIMITER = "Answer:"  # test_fin_tasks: inference.inference(..., delimiter="Answer:")
+from eval.finlora_scoring import ANSWER_CUE  # noqa: E402  FinLoRA's delimiter: inference(..., delimiter="Answer:")
 
 
-def finlora_answers(decoded: list[str], delimiter: str = FINLORA_DELIMITER) -> list[str]:
+def finlora_answers(decoded: list[str], delimiter: str = ANSWER_CUE) -> list[str]:
     """FinLoRA inference.py, local branch: `["".join(o.split(delimiter)[-1]).strip() for o in res_sentences]`,
     where each sentence is the WHOLE decoded sequence (prompt + generation, special tokens skipped)."""
     return ["".join(o.split(delimiter)[-1]).strip() for o in decoded]
@@ -103,7 +96,7 @@ def finlora_harness(base: str, adapters: list[Path], datas: dict, batch_size: in
             with torch.no_grad():
                 model, tokenizer = finlora_load_local_model(base, str(adapter))
                 context = [r["context"] for r in data.rows]
-                budget = FINLORA_MAX_NEW_TOKENS.get(task, FINLORA_DEFAULT_MAX_NEW_TOKENS)
+                budget = data.task.max_new_tokens  # for_scoring(…, 'finlora'): max_new_token_dict's
                 stops = {tokenizer.eos_token_id, tokenizer.pad_token_id}
                 answers, tokens = [], []
                 for i in range(len(context) // batch_size + 1):
@@ -149,11 +142,14 @@ def run_ours(adapters_dir: Path, out: Path, tasks: str, limit: int, precision: s
     return pairs, wall, record.get("used", precision)
 
 
-def parsed_answers(answers: list[str], targets: list[str]) -> list[str | None]:
-    """FinLoRA's reading of each answer: the earliest target label in it (eval.finlora_scoring)."""
-    from eval.finlora_scoring import finlora_label_scores
+def scored(pair: dict, data) -> list[dict]:
+    """FinLoRA's reading of a pair's answers ({parsed, correct} per row, eval.finlora_scoring), worked out once
+    per pair and kept on it: agreement and accuracy both read it."""
+    if "scored" not in pair:
+        from eval.finlora_scoring import finlora_label_scores
 
-    return [r["parsed"] for r in finlora_label_scores(answers, targets)[1]]
+        pair["scored"] = finlora_label_scores(pair["answers"], [r["target"] for r in data.rows])[1]
+    return pair["scored"]
 
 
 def agreement(a: dict, b: dict, datas: dict, names: tuple[str, str]) -> tuple[int, int, list[dict]]:
@@ -161,11 +157,10 @@ def agreement(a: dict, b: dict, datas: dict, names: tuple[str, str]) -> tuple[in
     agree = total = 0
     diffs: list[dict] = []
     for key, side in a.items():
-        targets = [r["target"] for r in datas[key[1]].rows]
-        pa, pb = parsed_answers(side["answers"], targets), parsed_answers(b[key]["answers"], targets)
+        pa, pb = scored(side, datas[key[1]]), scored(b[key], datas[key[1]])
         for i, (x, y) in enumerate(zip(pa, pb, strict=True)):
             total += 1
-            if x == y:
+            if x["parsed"] == y["parsed"]:
                 agree += 1
             elif len(diffs) < 10:
                 diffs.append({"pair": f"{key[0]}×{key[1]}", "row": i, names[0]: side["answers"][i],
@@ -174,12 +169,8 @@ def agreement(a: dict, b: dict, datas: dict, names: tuple[str, str]) -> tuple[in
 
 
 def accuracy(side: dict, datas: dict) -> float:
-    right = total = 0
-    for key, pair in side.items():
-        targets = [r["target"] for r in datas[key[1]].rows]
-        right += sum(p == t.lower() for p, t in zip(parsed_answers(pair["answers"], targets), targets, strict=True))
-        total += len(targets)
-    return right / total if total else 0.0
+    rows = [r for key, pair in side.items() for r in scored(pair, datas[key[1]])]
+    return sum(r["correct"] for r in rows) / len(rows) if rows else 0.0
 
 
 def ours_tokens(pairs: dict, datas: dict, tokenizer) -> dict:

@@ -1,11 +1,10 @@
-"""benchmarks/eval_throughput.py, its pure parts: FinLoRA's answer extraction, budgets and token counting.
+"""benchmarks/eval_throughput.py, its pure parts: FinLoRA's answer extraction, parsed-answer agreement and token counting.
 
     .venv/bin/python -m pytest tests/test_eval_throughput.py -q
 """
 from __future__ import annotations
 
 from benchmarks.eval_throughput import (
-    FINLORA_MAX_NEW_TOKENS,
     agreement,
     finlora_answers,
     new_token_count,
@@ -28,14 +27,6 @@ def test_our_extraction_reads_the_same_answer_as_finloras_whole_sequence_split()
     prompt = "Instruction: What is the sentiment?\nInput: Sales fell .\nAnswer: "
     for generation in ("negative", " neutral\nAnswer: positive", ""):
         assert finlora_answers([prompt + generation]) == [answer_after_last_cue(prompt, generation)]
-
-
-def test_budgets_match_the_registry_finlora_blocks():
-    registry = load_registry()
-    shared = [t for t in registry.values() if t.finlora is not None and t.name in FINLORA_MAX_NEW_TOKENS]
-    assert {t.name for t in shared} >= {"fpb", "ner"}
-    for task in shared:
-        assert task.finlora.max_new_tokens == FINLORA_MAX_NEW_TOKENS[task.name], task.name
 
 
 def test_new_tokens_stop_at_the_first_stop_or_pad_token():
