@@ -30,7 +30,6 @@ sys.path.insert(0, str(REPO))
 WORDINGS = ("news", "tweet", "headline", "sentence", "financial text", "social media post")
 SEED = 14
 SAMPLE = 600
-SWAP = {"positive": "neutral", "neutral": "positive"}  # FinLoRA's TFNS labels -> the source's
 
 
 def balanced_varied(rows: list[dict], seed: int = SEED) -> list[dict]:
@@ -103,10 +102,14 @@ def commands(out: Path, variants: dict) -> list[list[str]]:
 
 
 def table(out: Path) -> str:
+    from eval.tasks import load_registry
+
+    # the shipped task's map (FinLoRA's TFNS labels -> the source's), applied to the same outputs: no second run
+    source_labels = dict(load_registry()["tfns_source_labels"].relabel)
     lines = ["| row | FPB (600) | TFNS (600), FinLoRA's labels | TFNS (600), source labels |", "|---|---|---|---|"]
     for folder in sorted((out / "eval" / "predictions").iterdir()):
         cells = []
-        for task, relabel in ((f"fpb{SAMPLE}", {}), (f"tfns{SAMPLE}", {}), (f"tfns{SAMPLE}", SWAP)):
+        for task, relabel in ((f"fpb{SAMPLE}", {}), (f"tfns{SAMPLE}", {}), (f"tfns{SAMPLE}", source_labels)):
             path = folder / f"{task}.jsonl"
             if not path.is_file():
                 cells.append("–")
