@@ -296,10 +296,9 @@ def _generate_shard(model, tokenizer, prompts: list[str], pair: Pair, data: Task
 
 
 def evaluate_pair(model, tokenizer, pair: Pair, data: TaskData, settings: Settings, fp: dict,
-                  world: Solo | None = None) -> dict | None:
+                  world: Solo) -> dict | None:
     """Generate, score, write predictions then the pair file (both atomic); return the pair result.
     Several ranks: each generates its shard; rank 0 merges, scores and writes; the others return None."""
-    world = world if world is not None else Solo()
     task = data.task
     prompts = [apply(pair.template, pair.shots.context(r) if pair.shots else r["context"]) for r in data.rows]
     with compute.phase(f"generate {pair.row} × {task.name}"):
@@ -400,10 +399,9 @@ def _agree(world: Solo, error: str | None) -> str | None:
 
 
 def evaluate_unit(host, adapter: Adapter | None, items: list[tuple[Pair, dict]], rows: dict[str, Row],
-                  datas: dict[str, TaskData], settings: Settings, world: Solo | None = None) -> None:
+                  datas: dict[str, TaskData], settings: Settings, world: Solo) -> None:
     """Evaluate one model's pairs (the base, or one adapter attached for the duration). A broken adapter
     is one error row; a failed pair is one error cell; the rest go on."""
-    world = world if world is not None else Solo()
     name = adapter.name if adapter is not None else None
     if adapter is not None:
         attached, error = False, None
@@ -454,9 +452,8 @@ def _left_to_do(pairs: list[Pair], by_name: dict[str, Row], datas: dict[str, Tas
 
 
 def run_group(group: Group, rows: list[Row], pairs: list[Pair], datas: dict[str, TaskData], settings: Settings,
-              world: Solo | None = None) -> dict:
+              world: Solo) -> dict:
     """Evaluate one base model's rows in place; returns the group's facts for results.json."""
-    world = world if world is not None else Solo()
     facts = {"base_model": group.base.ref, "base_path": group.base.path, "error": group.base.error,
              "load_seconds": None, "dtype": None,
              "precision": settings.precision.record if settings.precision is not None else None}
