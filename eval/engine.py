@@ -280,6 +280,13 @@ def eos_ids(tokenizer, model) -> list[int]:
     return ids
 
 
+def encode_for_model(model, tokenizer, prompts: list[str], max_new_tokens: int) -> tuple[list[list[int]], int]:
+    """encode_prompts with room for the answer inside the model's context window (when it names one): the
+    rule generate() and eval's sharding (which must see generate's batches) both use."""
+    window = getattr(model.config, "max_position_embeddings", None)
+    return encode_prompts(tokenizer, prompts, window - max_new_tokens if window else None)
+
+
 def encode_prompts(tokenizer, prompts: list[str], max_prompt_tokens: int | None) -> tuple[list[list[int]], int]:
     """Token ids per prompt, exactly as training tokenised them; prompts longer than the model's window
     (minus the answer budget) keep their end (the question and answer cue), and are counted."""
@@ -343,8 +350,7 @@ def generate(model, tokenizer, prompts: list[str], max_new_tokens: int, stop_at_
         raise ValueError("a streamer follows one prompt at a time")
     t0 = time.monotonic()
     device = next(model.parameters()).device
-    window = getattr(model.config, "max_position_embeddings", None)
-    encoded, truncated = encode_prompts(tokenizer, prompts, window - max_new_tokens if window else None)
+    encoded, truncated = encode_for_model(model, tokenizer, prompts, max_new_tokens)
     stops = eos_ids(tokenizer, model)
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else stops[0]
     config = GenerationConfig(

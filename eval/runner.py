@@ -260,13 +260,12 @@ def _generate_shard(model, tokenizer, prompts: list[str], pair: Pair, data: Task
     """This rank's share of the pair's rows (whole batches of the one-process batch plan, balanced by
     tokens), generated; everything that can fail is caught into the result, so every rank reaches the
     gather. Rank 0 gets (outputs in row order, GenStats, the shards); the others get None."""
-    from eval.engine import GenStats, batches_by_length, encode_prompts
+    from eval.engine import GenStats, batches_by_length, encode_for_model
 
     task = data.task
     t0 = time.monotonic()
     try:
-        window = getattr(model.config, "max_position_embeddings", None)  # as engine.generate truncates
-        encoded, _ = encode_prompts(tokenizer, prompts, window - task.max_new_tokens if window else None)
+        encoded, _ = encode_for_model(model, tokenizer, prompts, task.max_new_tokens)
         lengths = [len(e) for e in encoded]
         batches = batches_by_length(lengths, settings.batch_size)
         costs = [sharding.batch_cost(lengths, b, task.max_new_tokens) for b in batches]
