@@ -16,8 +16,6 @@ import json
 import math
 from pathlib import Path
 
-from eval.plots import plain
-from eval.report import md_escape
 from lora.fsutil import utc_now_iso, write_atomic, write_json_atomic
 from lora.queue_state import Metric, QueueState, RunState
 
@@ -106,6 +104,8 @@ def _steps(row: dict) -> str:
 
 
 def to_markdown(summary: dict) -> str:
+    from eval.report import md_escape  # here, not at the top: finetune.py imports this module, eval pulls in numpy
+
     tasks, keys = summary["tasks"], summary["sweep_keys"]
     lines = [f"# Queue {summary['queue']}: {summary['outcome'] or 'in progress'}", "",
              f"Made by `{' '.join(summary['command'])}` at {summary['generated']} from {summary['registry']}.",
@@ -165,6 +165,8 @@ def sweep_png(summary: dict) -> bytes | None:
     if not keys or not tasks:
         return None
     import matplotlib
+
+    from eval.plots import plain
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
