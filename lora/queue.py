@@ -55,7 +55,7 @@ from lora.queue_state import (
     update_run,
     write_state,
 )
-from lora.queue_summary import write_summary
+from lora.queue_summary import OUTPUTS, PNG, duration, write_summary
 from lora.registry import Registry, load_registry
 from lora.run_record import RunRecord
 from lora.runstate import RunLock
@@ -294,9 +294,10 @@ class Runner:
         self.plan, self.registry, self.options, self.state, self.stop = plan, registry, options, state, stop
         self.total = len(plan.runs)
 
-    def save(self) -> None:
+    def save(self) -> str:
+        """queue.json and the summary files, written; returns the summary's Markdown table."""
         self.state = write_state(self.plan.folder, self.state)
-        write_summary(self.plan.folder, self.state)
+        return write_summary(self.plan.folder, self.state)
 
     def say(self, name: str, text: str) -> None:
         position = self.plan.runs.index(name) + 1
@@ -373,9 +374,9 @@ class Runner:
         if a.status == "complete" and run.status != "complete":
             self.state = set_eval(self.state, name, EvalState())  # a new adapter: evaluate it again
         self.save()
-        took = f" in {_hms(a.wall_seconds)}" if a.wall_seconds else ""
+        took = f" in {duration(a.wall_seconds)}" if a.wall_seconds else ""
         planned = self.state.run(name).planned_hours
-        plan = f" (plan {_hms(planned * 3600)})" if planned is not None and a.wall_seconds else ""
+        plan = f" (plan {duration(planned * 3600)})" if planned is not None and a.wall_seconds else ""
         if a.status == "complete":
             self.say(name, f"complete — {a.steps} steps{took}{plan}" if a.wall_seconds
                      else f"complete — already trained ({a.steps} steps)")
@@ -421,11 +422,6 @@ class Runner:
 
 def _metric_text(m: Metric) -> str:
     return "error" if m.value is None else f"{m.value:.3f}"
-
-
-def _hms(seconds: float) -> str:
-    s = int(round(seconds))
-    return f"{s // 3600}:{s % 3600 // 60:02d}:{s % 60:02d}"
 
 
 def eval_argv(adapter_dirs: list[str], out: str, limit: int | None) -> list[str]:
@@ -498,14 +494,14 @@ def run_queue(plan: QueuePlan, options: QueueOptions) -> int:
                         runner.state = update_run(runner.state, r.name, status="interrupted", ended_at=utc_now_iso())
         signum = stop.signum
         runner.state = runner.state.model_copy(update={"outcome": outcome(runner.state, signum is not None)})
-        runner.save()
+        markdown = runner.save()
         code = 128 + signum if signum is not None else 0 if runner.state.outcome == "complete" else 1
         if options.on_finish:
             runner.state = runner.state.model_copy(update={"on_finish": on_finish(list(options.on_finish))})
-            runner.save()
-        print(write_summary(plan.folder, runner.state), end="", flush=True)
-        print(f"wrote {repo_relative(plan.folder)}/summary.md, summary.csv, summary.json"
-              + (", summary.png" if (plan.folder / "summary.png").is_file() else "") + ", queue.json", file=sys.stderr)
+            markdown = runner.save()
+        print(markdown, end="", flush=True)
+        written = [*OUTPUTS, *([PNG] if (plan.folder / PNG).is_file() else []), "queue.json"]
+        print(f"wrote {repo_relative(plan.folder)}/" + ", ".join(written), file=sys.stderr)
         return code
 
 
