@@ -21,7 +21,7 @@ import yaml
 
 from lora.defaults import Resolved
 from lora.fsutil import REPO_ROOT, repo_relative
-from lora.profiles import PROFILES, HardwareProfile
+from lora.profiles import PROFILES, HardwareProfile, attention_for
 from lora.prompts import template_for
 from lora.registry import Entry, Registry, UserError
 
@@ -162,7 +162,7 @@ def recipe_inputs(
         # axolotl's kernels support neither DoRA nor dropout; keep them off unless both allow it
         lora_kernels=profile.lora_kernels and not entry.peft_use_dora and resolved.lora_dropout == 0,
         prompt_template=template_for(resolved.prompt_format).replace("{context}", "{instruction}"),
-        attention=entry.attention or profile.attn_implementation,
+        attention=attention_for(profile, entry.attention, flash_importable=False),  # the launch may add flash-attn
         precision=written_precision,
         precision_why=precision_why,
         precision_flag=f" --precision {precision}" if precision != "auto" and profile.accelerator == "cpu" else "",
