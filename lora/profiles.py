@@ -51,11 +51,12 @@ class HardwareProfile(BaseModel):
         return "bf16" if self.bf16 else "no"
 
 
-def _gpu(name: str, count: int, gpu_name: str, memory_gb: float, tflops: float, usd: float, what: str,
-         bf16: bool = True) -> HardwareProfile:
-    """A rented-GPU profile: SDPA, packing, checkpointing; ZeRO-2 across GPUs, none on one."""
+def _gpu(name: str, count: int, gpu_name: str, memory_gb: float, tflops: float | None, usd: float | None, what: str,
+         bf16: bool = True, description: str | None = None) -> HardwareProfile:
+    """A rented-GPU profile: SDPA, packing, checkpointing; ZeRO-2 across GPUs, none on one. description:
+    instead of "{count}x {what}, one pod"."""
     return HardwareProfile(
-        name=name, description=f"{count}x {what}, one pod", accelerator="cuda", num_gpus=count,
+        name=name, description=description or f"{count}x {what}, one pod", accelerator="cuda", num_gpus=count,
         gpu_name=gpu_name, gpu_memory_gb=memory_gb, gpu_bf16_tflops=tflops, usd_per_gpu_hour=usd, bf16=bf16,
         attn_implementation="sdpa", sample_packing=True, gradient_checkpointing=True,
         default_zero_stage=2 if count > 1 else None, optimizer="adamw_torch_fused",
@@ -97,42 +98,10 @@ _RENTED = (
 PROFILES: dict[str, HardwareProfile] = {
     p.name: p
     for p in (
-        HardwareProfile(
-            name="a5000x4",
-            description="4x RTX A5000 24 GB (Ampere), one pod; FinLoRA's reference machine",
-            accelerator="cuda",
-            num_gpus=4,
-            gpu_name="RTX A5000",
-            gpu_memory_gb=24.0,
-            gpu_bf16_tflops=111.1,
-            usd_per_gpu_hour=0.26,
-            bf16=True,
-            attn_implementation="sdpa",
-            sample_packing=True,
-            gradient_checkpointing=True,
-            default_zero_stage=2,
-            optimizer="adamw_torch_fused",
-            quantized_optimizer="paged_adamw_8bit",
-            lora_kernels=True,
-        ),
-        HardwareProfile(
-            name="a5000x1",
-            description="1x RTX A5000 24 GB (Ampere), no DeepSpeed",
-            accelerator="cuda",
-            num_gpus=1,
-            gpu_name="RTX A5000",
-            gpu_memory_gb=24.0,
-            gpu_bf16_tflops=111.1,
-            usd_per_gpu_hour=0.26,
-            bf16=True,
-            attn_implementation="sdpa",
-            sample_packing=True,
-            gradient_checkpointing=True,
-            default_zero_stage=None,
-            optimizer="adamw_torch_fused",
-            quantized_optimizer="paged_adamw_8bit",
-            lora_kernels=True,
-        ),
+        _gpu("a5000x4", 4, "RTX A5000", 24.0, 111.1, 0.26, "RTX A5000 24 GB (Ampere)",
+             description="4x RTX A5000 24 GB (Ampere), one pod; FinLoRA's reference machine"),
+        _gpu("a5000x1", 1, "RTX A5000", 24.0, 111.1, 0.26, "RTX A5000 24 GB (Ampere)",
+             description="1x RTX A5000 24 GB (Ampere), no DeepSpeed"),
         *(_gpu(*row) for row in _RENTED),
         HardwareProfile(
             name="cpu",
@@ -199,18 +168,10 @@ def profile_from_gpus(gpus: tuple[GpuInfo, ...]) -> HardwareProfile:
     known = known_gpu(first)
     bf16 = all(g.bf16 for g in gpus)
     memory = round(min(g.total_gib for g in gpus), 1)
-    return HardwareProfile(
-        name=AUTO,
-        description=f"{count}x {first.name} {memory:g} GiB, this machine (--profile auto)"
-                    + ("" if known is None else f", priced as {known.name}"),
-        accelerator="cuda", num_gpus=count, gpu_name=first.name.removeprefix("NVIDIA ").strip(),
-        gpu_memory_gb=memory,
-        gpu_bf16_tflops=known.gpu_bf16_tflops if known else None,
-        usd_per_gpu_hour=known.usd_per_gpu_hour if known else None,
-        bf16=bf16, attn_implementation="sdpa", sample_packing=True, gradient_checkpointing=True,
-        default_zero_stage=2 if count > 1 else None, optimizer="adamw_torch_fused",
-        quantized_optimizer="paged_adamw_8bit", lora_kernels=True,
-    )
+    return _gpu(AUTO, count, first.name.removeprefix("NVIDIA ").strip(), memory,
+                known.gpu_bf16_tflops if known else None, known.usd_per_gpu_hour if known else None, "", bf16=bf16,
+                description=f"{count}x {first.name} {memory:g} GiB, this machine (--profile auto)"
+                            + ("" if known is None else f", priced as {known.name}"))
 
 
 def use_detected(profile: HardwareProfile) -> None:
