@@ -19,9 +19,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from lora.errors import UserError
+from lora.plan.constants import GIB
 from lora.profiles import GpuInfo, HardwareProfile
 
-GB = 2**30
 HUB_TIMEOUT_S = 5.0
 # PyTorch's wheel indexes (download.pytorch.org/whl/cuXYZ), oldest first: the fix for an old driver is
 # the newest of these the driver supports.
@@ -269,10 +269,10 @@ def needs_for(*, name: str, profile: HardwareProfile, gpus_requested: int | None
     """model_params: the base's parameter count when there is no plan (its architecture is known)."""
     params = plan.arch.total_params if plan is not None else model_params
     # the hub serves 16-bit safetensors; quantisation happens after the download
-    download = params * 2 / GB if params and not model_cached else 0.0
+    download = params * 2 / GIB if params and not model_cached else 0.0
     checkpoints = 0.0
     if plan is not None:
-        checkpoints = plan.trainable_params * CHECKPOINT_BYTES_PER_PARAM * CHECKPOINTS_ON_DISK / GB
+        checkpoints = plan.trainable_params * CHECKPOINT_BYTES_PER_PARAM * CHECKPOINTS_ON_DISK / GIB
     return Needs(name=name, profile=profile, gpus_requested=gpus_requested, quant_bits=entry.quant_bits,
                  attention_requested=entry.attention, base_model=base_model, output_dir=output_dir,
                  peak_gb=plan.peak_gb_per_gpu if plan is not None else None, plan=plan,
@@ -307,9 +307,9 @@ def gather_gpus() -> tuple[GpuInfo, ...]:
         props = torch.cuda.get_device_properties(i)
         free = None
         with contextlib.suppress(RuntimeError):
-            free = torch.cuda.mem_get_info(i)[0] / GB
+            free = torch.cuda.mem_get_info(i)[0] / GIB
         major = getattr(props, "major", 0)
-        gpus.append(GpuInfo(name=torch.cuda.get_device_name(i), total_gib=round(props.total_memory / GB, 2),
+        gpus.append(GpuInfo(name=torch.cuda.get_device_name(i), total_gib=round(props.total_memory / GIB, 2),
                             free_gib=None if free is None else round(free, 2), bf16=major >= 8))
     return tuple(gpus)
 
@@ -345,7 +345,7 @@ def _nearest_existing(path: Path) -> Path:
 def _free_gib(path: Path) -> tuple[str, float, int] | None:
     probe = _nearest_existing(path)
     try:
-        return str(path), shutil.disk_usage(probe).free / GB, os.stat(probe).st_dev
+        return str(path), shutil.disk_usage(probe).free / GIB, os.stat(probe).st_dev
     except OSError:
         return None
 
