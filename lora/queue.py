@@ -185,9 +185,9 @@ def plan_rows(plan: QueuePlan, options: QueueOptions) -> list[dict]:
 
     rows = []
     for name in plan.runs:
-        entry = entry_for(plan.registry, request_for(name, options, dry_run=True))
-        profile = PROFILES[entry.profile]
-        workers = options.cpu_processes if profile.accelerator == "cpu" else options.gpus or max(1, profile.num_gpus)
+        request = request_for(name, options, dry_run=True)
+        entry = entry_for(plan.registry, request)
+        workers = workers_here(request, PROFILES[entry.profile])
         row = {"name": name, "profile": entry.profile, "swept": plan.swept.get(name, {}), "steps": None,
                "hours": None, "cost_usd": None, "note": None}
         try:
