@@ -33,11 +33,11 @@ from lora.fsutil import repo_relative
 from lora.launch_plan import (
     LaunchRequest,
     check_request,
-    dataset_paths,
     decide,
     entry_for,
     execute,
     gather_facts,
+    missing_datasets,
     preflight,
     write_recipe,
 )
@@ -265,7 +265,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def data_status(registry: Registry, name: str) -> str:
-    missing = [repo_relative(p) for p in dataset_paths(registry, registry.get(name)) if not p.is_file()]
+    missing = missing_datasets(registry, registry.get(name))
     return "yes" if not missing else "MISSING " + ", ".join(missing)
 
 

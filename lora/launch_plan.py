@@ -159,6 +159,11 @@ def dataset_paths(registry: Registry, entry: Entry) -> tuple[Path, ...]:
                  [registry.resolve_path(d.path) for d in entry.extra_datasets])
 
 
+def missing_datasets(registry: Registry, entry: Entry) -> list[str]:
+    """The entry's dataset files that are not there, repo-relative (--list's data column, --check's data line)."""
+    return [repo_relative(p) for p in dataset_paths(registry, entry) if not p.is_file()]
+
+
 def check_datasets(registry: Registry, name: str, entry: Entry, *, allow_missing: bool) -> list[str]:
     """Validate every dataset; return notes for missing files when allowed (dry-run), else raise."""
     notes = []
@@ -246,7 +251,7 @@ def preflight(registry: Registry, request: LaunchRequest, entry: Entry) -> tuple
     needs = needs_for(name=request.name, profile=profile, gpus_requested=request.gpus, entry=entry,
                       base_model=entry.base_model, output_dir=repo_relative(request.output_dir), plan=plan,
                       model_cached=cached, model_params=None if plan else _params_or_none(registry, entry))
-    missing = [repo_relative(p) for p in dataset_paths(registry, entry) if not p.is_file()]
+    missing = missing_datasets(registry, entry)
     data = (Finding("FAIL", "data", f"{', '.join(missing)} missing (FinLoRA publishes its training files under "
                                     "data/train/)") if missing else Finding("ok", "data", "every dataset is present"))
     return [data, *run_checks(facts, needs)], facts, plan
