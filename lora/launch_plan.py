@@ -93,12 +93,12 @@ class LaunchPlan:
     env: dict[str, str]
     output_dir: Path
     datasets: tuple[Path, ...]
+    tensorboard_dir: Path  # where the trainer writes TensorBoard event files (env TENSORBOARD_LOGGING_DIR)
     move_aside: bool = False
     already_done: str | None = None  # set: the run finished earlier; nothing to launch
     resume: Path | None = None
     estimate: Plan | None = None
     notes: tuple[str, ...] = ()
-    tensorboard_dir: Path | None = None  # where the trainer writes TensorBoard event files
     precision: Precision | None = None
 
     @property
@@ -415,8 +415,7 @@ def _train(plan: LaunchPlan, lock: RunLock) -> int:
         profile=plan.profile.name, resumed_from=portable_path(plan.resume, output_dir) if plan.resume else None,
         output_dir=output_dir,
     )
-    if plan.tensorboard_dir is not None:
-        record = record.model_copy(update={"tensorboard_dir": portable_path(plan.tensorboard_dir, output_dir)})
+    record = record.model_copy(update={"tensorboard_dir": portable_path(plan.tensorboard_dir, output_dir)})
     if plan.precision is not None:
         record.precision = PrecisionRecord(**plan.precision.record())
     output_dir.mkdir(parents=True, exist_ok=True)
@@ -442,7 +441,7 @@ def _train(plan: LaunchPlan, lock: RunLock) -> int:
     finished.model_copy(update={"compute": sampler.record()}).write(output_dir)
     plot_loss(output_dir, title=f"{plan.name} ({plan.entry.variant}, {plan.profile.name})")
     where = repo_relative(output_dir)
-    if plan.tensorboard_dir is not None and plan.tensorboard_dir.is_dir():
+    if plan.tensorboard_dir.is_dir():
         print(f"tensorboard: tensorboard --logdir {repo_relative(plan.tensorboard_dir)}", file=sys.stderr)
     if status == "complete":
         print(f"adapter: {where} (run.json, loss.png beside it)", file=sys.stderr)
