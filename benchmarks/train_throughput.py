@@ -157,8 +157,7 @@ def run(args, argv: list[str] | None) -> int:
     parsed = {name: parse_entry(name, e) for name, e in reg.items()}
     ours_e, theirs_e = parsed["bench_ours"].resolved, parsed["bench_finlora"].resolved
     if args.rows is None:
-        write_atomic(work / "data.jsonl", "".join(all_rows))
-        full = row_lengths(work / "data.jsonl", PROMPT_FORMATS[ours_e.prompt_format], tokenizer)
+        full = row_lengths(DATA, PROMPT_FORMATS[ours_e.prompt_format], tokenizer)
         args.rows = rows_in_packed_steps(DEMO_STEPS, full, ours_e.sequence_len, PACKING_EFFICIENCY)
     rows = min(args.rows, len(all_rows))
     write_atomic(work / "data.jsonl", "".join(all_rows[:rows]))
