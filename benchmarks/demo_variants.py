@@ -3,12 +3,14 @@
     .venv/bin/python benchmarks/demo_variants.py --dry-run            # the plan: files, commands
     .venv/bin/python benchmarks/demo_variants.py                      # train + evaluate every variant (~15 min each)
     .venv/bin/python benchmarks/demo_variants.py --score-only         # re-print the table from earlier runs
+    .venv/bin/python benchmarks/demo_variants.py --variants demo_steps_250_lr2e3,demo_steps_250_r16   # some only
 
 Variants of `sentiment_smollm2_cpu` (finetune_configs.json), each one change from the shipped entry:
 - shipped: FPB's training split as is, 100 steps (the adapter `make demo` trains; scored here too);
 - balanced_varied_100: FPB's split class-balanced (each label resampled, seeded, to the middle class's size) and
   the instruction's "news" varied among kinds of financial text, 100 steps;
-- steps_250: the shipped data, 250 steps.
+- steps_250: the shipped data, 250 steps;
+- steps_250_lr2e3, steps_250_r16: 250 steps with twice the learning rate, or with rank 16 (alpha 32).
 Scored on seeded 600-row samples of the FPB and TFNS test sets (TFNS sorts its rows by label, so its first N are
 not a sample); TFNS both with FinLoRA's labels and the source's (docs/finlora.md: FinLoRA swaps positive and
 neutral). Everything goes under --out (registry, data, samples, recipes, adapters, eval output).
@@ -30,6 +32,13 @@ sys.path.insert(0, str(REPO))
 WORDINGS = ("news", "tweet", "headline", "sentence", "financial text", "social media post")
 SEED = 14
 SAMPLE = 600
+# name -> the entry keys it changes (a string: the training file prepare() writes under --out)
+VARIANTS = {
+    "demo_balanced_varied_100": "fpb_balanced_varied.jsonl",
+    "demo_steps_250": {"max_steps": 250},
+    "demo_steps_250_lr2e3": {"max_steps": 250, "learning_rate": 0.002},
+    "demo_steps_250_r16": {"max_steps": 250, "lora_r": 16, "lora_alpha": 32},
+}
 
 
 def balanced_varied(rows: list[dict], seed: int = SEED) -> list[dict]:
@@ -71,10 +80,8 @@ def prepare(out: Path) -> dict[str, dict]:
     fpb_train = REPO / shipped["dataset_path"]
     rows = [json.loads(line) for line in fpb_train.read_text().splitlines()]
     write_jsonl(out / "fpb_balanced_varied.jsonl", balanced_varied(rows))
-    variants = {
-        "demo_balanced_varied_100": {"dataset_path": str(out / "fpb_balanced_varied.jsonl")},
-        "demo_steps_250": {"max_steps": 250},
-    }
+    variants = {name: {"dataset_path": str(out / change)} if isinstance(change, str) else change
+                for name, change in VARIANTS.items()}
     registry = {name: {**shipped, "base_model": base_model, "dataset_path": str(fpb_train.resolve()),
                        "description": f"issue 14 demo variant {name} (benchmarks/demo_variants.py)", **change}
                 for name, change in variants.items()}
@@ -90,12 +97,15 @@ def prepare(out: Path) -> dict[str, dict]:
     return variants
 
 
-def commands(out: Path, variants: dict) -> list[list[str]]:
+def commands(out: Path, variants: list[str]) -> list[list[str]]:
     py, tasks = sys.executable, f"fpb{SAMPLE},tfns{SAMPLE}"
     # recipes and adapters under --out: recipes/ holds only the registry's own (tests/test_render.py checks it)
     cmds = [[py, "finetune.py", "--config-json", str(out / "variants.json"), name, "--recipes-dir", str(out / "recipes"),
              "--adapters-dir", str(out / "adapters")] for name in variants]
-    adapters = ["lora_adapters/sentiment_smollm2_cpu"] + [str(out / "adapters" / name) for name in variants]
+    shipped = REPO / "lora_adapters" / "sentiment_smollm2_cpu"  # scored beside the variants once make demo trained it
+    adapters = [str(out / "adapters" / name) for name in variants]
+    if (shipped / "adapter_config.json").is_file():
+        adapters.insert(0, str(shipped))
     cmds.append([py, "-m", "eval", *adapters, "--tasks-json", str(out / "tasks.json"), "--tasks", tasks,
                  "--out", str(out / "eval"), "--no-progress"])
     return cmds
@@ -126,6 +136,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", type=Path, default=REPO / "eval_results" / "demo_variants")
     p.add_argument("--dry-run", action="store_true", help="write the registry and samples, print the commands")
     p.add_argument("--score-only", action="store_true", help="print the table of an earlier run")
+    p.add_argument("--variants", help="comma-separated names to train (default: all); the rest are scored if present")
     args = p.parse_args(argv)
     if args.score_only:
         if not (args.out / "eval" / "predictions").is_dir():
@@ -133,7 +144,13 @@ def main(argv: list[str] | None = None) -> int:
             return 2
         print(table(args.out))
         return 0
-    cmds = commands(args.out, prepare(args.out))
+    chosen = args.variants.split(",") if args.variants else list(VARIANTS)
+    unknown = [v for v in chosen if v not in VARIANTS]
+    if unknown:  # before anything is written
+        print(f"error: --variants {unknown[0]}: no such variant; choose from {', '.join(VARIANTS)}", file=sys.stderr)
+        return 2
+    prepare(args.out)
+    cmds = commands(args.out, chosen)
     for cmd in cmds:
         print("$ " + " ".join(cmd), flush=True)
         if not args.dry_run and subprocess.run(cmd, cwd=REPO).returncode != 0:

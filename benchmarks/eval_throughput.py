@@ -18,8 +18,10 @@ generation_config has do_sample off, so transformers ignores the temperature and
 trust_remote_code stays off (a local llama needs none); the rows come from the same JSONL files already read.
 
 Our side: `python -m eval ADAPTERS --scoring finlora --tasks … --no-base --limit N` in this process (FinLoRA's
-raw prompt, budgets and scorers), twice: `--precision fp32` (shared-prefix reuse on, auto) and
-`--precision auto` (bf16 where the CPU has bf16 matmuls, prefix reuse off, auto). Our batch is eval's default 8.
+raw prompt, budgets and scorers), three times (OUR_SIDES): `--precision fp32` (shared-prefix reuse on, auto),
+`--precision auto` (bf16 where the CPU has bf16 matmuls, prefix reuse off and adapters merged: `--prefix-cache`
+and `--merge-lora` auto), and the same with `--prefix-cache on` (bf16 reuse: not identical to off, its flips
+counted). Our batch is eval's default 8.
 
 Every side's answers are parsed by the same FinLoRA scorer (eval.finlora_scoring.finlora_label_scores). The
 script reports per side wall seconds (model loads included: that is the point), samples/s, the ratio to the
@@ -117,7 +119,15 @@ def finlora_harness(base: str, adapters: list[Path], datas: dict, batch_size: in
     return results
 
 
-def run_ours(adapters_dir: Path, out: Path, tasks: str, limit: int, precision: str) -> tuple[dict, float, str]:
+# our sides: name -> the flags of `python -m eval` that make it (the defaults, then one opt-in)
+OUR_SIDES = {
+    "fp32": ["--precision", "fp32"],
+    "auto": ["--precision", "auto"],
+    "auto+prefix": ["--precision", "auto", "--prefix-cache", "on"],
+}
+
+
+def run_ours(adapters_dir: Path, out: Path, tasks: str, limit: int, flags: list[str]) -> tuple[dict, float, str]:
     """`python -m eval … --scoring finlora` in this process. Returns ({(adapter folder, task): {"answers",
     "seconds", "outputs"}}, wall seconds, the precision eval used)."""
     from eval.cli import main as eval_main
@@ -125,7 +135,7 @@ def run_ours(adapters_dir: Path, out: Path, tasks: str, limit: int, precision: s
 
     t0 = time.monotonic()
     code = eval_main([str(adapters_dir), "--scoring", "finlora", "--tasks", tasks, "--limit", str(limit), "--no-base",
-                      "--out", str(out), "--no-progress", "--precision", precision])
+                      "--out", str(out), "--no-progress", *flags])
     wall = time.monotonic() - t0
     if code != 0:
         raise RuntimeError(f"python -m eval exited {code} (see its output above)")
@@ -137,9 +147,10 @@ def run_ours(adapters_dir: Path, out: Path, tasks: str, limit: int, precision: s
             preds = [json.loads(x) for x in (out / res["predictions"]).read_text().splitlines()]
             pairs[(folder_of[row["name"]], task)] = {
                 "answers": [p["answer"] for p in preds], "outputs": [p["output"] for p in preds],
-                "seconds": res["timing"]["seconds"], "timing": res["timing"]}
+                "seconds": res["timing"]["seconds"], "timing": res["timing"],
+                "merged": res.get("lora_merge", {}).get("merged")}
     record = results["groups"][0].get("precision") or {}
-    return pairs, wall, record.get("used", precision)
+    return pairs, wall, record["used"]
 
 
 def scored(pair: dict, data) -> list[dict]:
@@ -283,19 +294,23 @@ def run(args, argv: list[str] | None) -> int:
     theirs_wall = time.monotonic() - t0
     tokenizer = AutoTokenizer.from_pretrained(base, local_files_only=True)
     ours = {}
-    for precision in ("fp32", "auto"):
-        pairs, wall, used = run_ours(adapters_dir, work / f"eval_{precision}", args.tasks, args.limit, precision)
-        ours[precision] = (ours_tokens(pairs, datas, tokenizer), wall, used)
+    for name, flags in OUR_SIDES.items():
+        pairs, wall, used = run_ours(adapters_dir, work / f"eval_{name}", args.tasks, args.limit, flags)
+        ours[name] = (ours_tokens(pairs, datas, tokenizer), wall, used)
     peaks_after = {dt: matmul_gflops(dt) for dt in ("fp32", "bf16")}
 
     fp32_pairs, bf16_pairs = ours["fp32"][0], ours["auto"][0]
     agree, total, diffs = agreement(fp32_pairs, theirs, datas, ("eval_fp32", "finlora"))
     same, total_flips, flips = agreement(bf16_pairs, fp32_pairs, datas, ("eval_bf16", "eval_fp32"))
+    same_prefix, _, prefix_flips = agreement(ours["auto+prefix"][0], bf16_pairs, datas, ("eval_bf16_prefix", "eval_bf16"))
     sides = [side_summary("finlora_harness", theirs, theirs_wall, n, arch, peaks["fp32"], "fp32", None)]
-    for precision, (pairs, wall, used) in ours.items():
-        side = side_summary(f"eval --precision {precision}", pairs, wall, n, arch, peaks[used], used, theirs_wall)
+    for name, (pairs, wall, used) in ours.items():
+        side = side_summary(f"eval {' '.join(OUR_SIDES[name])}", pairs, wall, n, arch, peaks[used], used, theirs_wall)
         side["eval_counted_new_tokens"] = sum(p["timing"]["new_tokens"] for p in pairs.values())
         side["eval_counted_prompt_tokens"] = sum(p["timing"]["prompt_tokens"] for p in pairs.values())
+        side["shared_prefix_tokens_per_row"] = {f"{k[0]}×{k[1]}": p["timing"]["shared_prefix_tokens"]
+                                                for k, p in pairs.items()}
+        side["merged_pairs"] = f"{sum(bool(p['merged']) for p in pairs.values())}/{len(pairs)}"  # --merge-lora auto
         sides.append(side)
     summary = {
         "command": ["python", "benchmarks/eval_throughput.py", *(argv if argv is not None else sys.argv[1:])],
@@ -307,10 +322,13 @@ def run(args, argv: list[str] | None) -> int:
         "sides": sides,
         "parsed_agree_fp32_vs_finlora": f"{agree}/{total}", "agreement_rate": round(agree / total, 4),
         "bf16_vs_fp32_flips": f"{total_flips - same}/{total_flips}",
+        "bf16_prefix_on_vs_off_flips": f"{total_flips - same_prefix}/{total_flips}",
         "accuracy": {"finlora_harness": round(accuracy(theirs, datas), 4),
                      "eval_fp32": round(accuracy(fp32_pairs, datas), 4),
-                     "eval_bf16": round(accuracy(bf16_pairs, datas), 4)},
+                     "eval_bf16": round(accuracy(bf16_pairs, datas), 4),
+                     "eval_bf16_prefix": round(accuracy(ours["auto+prefix"][0], datas), 4)},
         "disagreements_fp32_vs_finlora": diffs, "flips_bf16_vs_fp32": flips,
+        "flips_bf16_prefix_on_vs_off": prefix_flips,
         "load_average_after": [round(x, 2) for x in os.getloadavg()],
     }
     from benchmarks.report import finish

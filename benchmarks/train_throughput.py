@@ -1,6 +1,6 @@
 """Training throughput: our cpu recipe vs the recipe FinLoRA's generator makes for the same model, data and rows.
 
-    .venv/bin/python benchmarks/train_throughput.py --json train_bench.json     # default --rows: the demo's 100 steps
+    .venv/bin/python benchmarks/train_throughput.py --json train_bench.json     # default --rows: 100 packed steps' worth
     .venv/bin/python benchmarks/train_throughput.py --rows 32                   # a smoke run, a few minutes
 
 Both sides train the bundled SmolLM2-135M-Instruct on the first --rows rows of data/train/fpb_train.jsonl (a
@@ -44,7 +44,7 @@ sys.path.insert(0, str(REPO))
 
 OUR_ENTRY = "sentiment_smollm2_cpu"
 DATA = REPO / "data" / "train" / "fpb_train.jsonl"
-DEMO_STEPS = 100  # sentiment_smollm2_cpu's max_steps: the default --rows is what these packed steps hold
+DEMO_STEPS = 100  # the demo's max_steps when this was measured (now 250): the default --rows, 677, is what 100 hold
 # FinLoRA's sentiment entries (data/finlora/finetune_configs.json, e.g. sentiment_llama_3_1_8b_8bits_r8_rslora)
 FINLORA_KEYS = {"lora_r": 8, "learning_rate": 0.0001, "batch_size": 8, "gradient_accumulation_steps": 2}
 _RUNTIME = re.compile(r"""['"]train_runtime['"]\s*:\s*['"]?([0-9]+(?:\.[0-9]+)?)""")
@@ -121,7 +121,7 @@ def launch(name: str, registry: Path, work: Path, flags: list[str]) -> tuple[flo
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--rows", type=int, help="rows both sides train on (default: what the demo's 100 packed steps hold)")
+    p.add_argument("--rows", type=int, help="rows both sides train on (default: what 100 packed steps hold, 677)")
     p.add_argument("--json", help="write the summary here")
     p.add_argument("--keep", action="store_true", help="keep the temporary folder (recipes, adapters, logs)")
     args = p.parse_args(argv)

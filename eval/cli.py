@@ -53,6 +53,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--prefix-cache", choices=("auto", "on", "off"), default="auto",
                    help="run each task's shared prompt prefix once per model and reuse its KV cache; auto (default): "
                         "for fp32 models, where outputs are identical either way; in bf16 'on' may change a few")
+    p.add_argument("--merge-lora", choices=("auto", "on", "off"), default="auto",
+                   help="run each adapter's rows on the base with the adapter merged in (restored after); auto "
+                        "(default): for a bf16 base on the CPU, where unmerged LoRA layers are slow; fp32 and CUDA "
+                        "stay unmerged unless 'on' (a DoRA adapter, a 4/8-bit base, or too little memory: unmerged)")
     p.add_argument("--shots", type=int, default=0, metavar="K",
                    help="K-shot base row (FinLoRA compares with 3-shot): K examples from the task's train file "
                         "(else held-out test rows) in front of each prompt; adapters stay zero-shot (default 0)")
@@ -371,7 +375,7 @@ def run_main(argv: list[str]) -> int:
         bertscore_model=args.bertscore_model, scoring=args.scoring, progress=not args.no_progress,
         argv=["python", "-m", "eval", *argv],
         shots=args.shots, shot_seed=args.shot_seed, per_adapter_tasks=names is None,
-        prefix_cache={"auto": None, "on": True, "off": False}[args.prefix_cache],
+        prefix_cache={"auto": None, "on": True, "off": False}[args.prefix_cache], merge_lora=args.merge_lora,
     )
     if args.shots:
         datas = plan_shots(full, settings)

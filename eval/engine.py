@@ -19,6 +19,10 @@ base and adapter). In bf16 they are not always: the prefix computed alone rounds
 computed inside a padded batch, and one bundled-model output in 32 diverged after 8 tokens; so `auto` reuses
 only for fp32 models, and `--prefix-cache on` in bf16 trades identity for the saving.
 
+Merged adapters (--merge-lora auto|on|off, `merge_choice`): an adapter's rows can run on the base's weights with
+the adapter merged in (W + scale * B @ A, a new tensor per layer, the originals restored after), which costs
+what the base alone costs; auto does so for a bf16 base on the CPU, where peft's unmerged layers doubled the time.
+
 Precision (--precision auto|fp32|bf16, resolved by `eval_precision`): on the CPU, bf16 where it has bf16
 matmul instructions (AMX or AVX512-BF16; lora/precision.py), else fp32 — CPU half-precision matmuls are
 slow only on CPUs without them. On CUDA `auto` keeps the checkpoint's dtype.
@@ -123,11 +127,16 @@ def disable_progress_bars() -> None:
 
 class AdapterHost:
     """The base, loaded once, with adapters attached one at a time (peft load_adapter / set_adapter /
-    delete_adapter). The base row is generated with adapters disabled, so it needs no second copy."""
+    delete_adapter). The base row is generated with adapters disabled, so it needs no second copy.
+    merge (--merge-lora auto|on|off): whether an adapter's rows run on merged weights (merge_choice)."""
 
-    def __init__(self, loaded: Loaded):
+    def __init__(self, loaded: Loaded, merge: str = "off"):
+        if merge not in MERGE_REQUESTS:
+            raise ValueError(f"merge: one of {MERGE_REQUESTS}, not {merge!r}")
         self.loaded = loaded
+        self.merge = merge
         self.peft_model = None  # created by the first attach
+        self.merge_choices: dict[str, MergeChoice] = {}  # attached adapter -> merged or not, and why
 
     def attach(self, name: str, path: str) -> None:
         from peft import PeftModel
@@ -139,6 +148,8 @@ class AdapterHost:
                 self.peft_model.load_adapter(path, adapter_name=name, is_trainable=False)
             self.peft_model.set_adapter(name)
             check_all_weights_loaded(self.peft_model, name, Path(path))
+            if self.merge != "off":
+                self.merge_choices[name] = self._merge_choice(name)
         except BaseException:
             # A half-attached adapter (layers injected, weights not loaded) must not leak into the
             # next row: remove whatever got registered under this name.
@@ -146,7 +157,14 @@ class AdapterHost:
             raise
         self.peft_model.eval()
 
+    def _merge_choice(self, name: str) -> MergeChoice:
+        blocker = merge_blocker(self.peft_model, name)
+        copy_bytes = merged_copy_bytes(self.peft_model, name) if blocker is None else 0  # only Linear layers then
+        return merge_choice(self.merge, self.loaded.dtype, self.loaded.device.type == "cuda", blocker, copy_bytes,
+                            free_memory_bytes(self.loaded.device))
+
     def detach(self, name: str) -> None:
+        self.merge_choices.pop(name, None)
         pm = self.peft_model
         if pm is not None and name in getattr(pm, "peft_config", {}):
             with contextlib.suppress(Exception):
@@ -160,7 +178,127 @@ class AdapterHost:
             if self.peft_model is None:
                 return self.loaded.model, contextlib.nullcontext()
             return self.peft_model, self.peft_model.disable_adapter()
+        choice = self.merge_choices.get(adapter)
+        if choice is not None and choice.merge:
+            return self.peft_model, merged_into_base(self.peft_model, adapter)
         return self.peft_model, contextlib.nullcontext()
+
+
+# ---------------------------------------------------------------- merged LoRA weights (--merge-lora)
+
+MERGE_REQUESTS = ("auto", "on", "off")
+
+
+@dataclass(frozen=True)
+class MergeChoice:
+    """Whether one attached adapter's rows run on merged weights, and why (results.json records it)."""
+
+    merge: bool
+    why: str
+
+    def record(self) -> dict:
+        return {"merged": self.merge, "why": self.why}
+
+
+def merge_choice(requested: str, dtype: str, cuda: bool, blocker: str | None, copy_bytes: int,
+                 free_bytes: int | None) -> MergeChoice:
+    """Pure. requested: --merge-lora; dtype: the loaded base's (Loaded.dtype); blocker: why this adapter cannot
+    be merged (merge_blocker), else None; copy_bytes: the merged weights held beside the base's while it runs;
+    free_bytes: free memory on the base's device (None: unknown).
+
+    auto merges a half-precision base on the CPU only: there peft's unmerged layers (fp32 LoRA weights beside
+    bf16 base weights, two skinny matmuls and casts per layer) made generation about twice as slow as the base
+    alone, and merged weights ran nearly as fast as the base (docs/eval-benchmark.md). An fp32 base keeps the
+    unmerged layers (their outputs are FinLoRA's harness's, token for token; merging changes rounding); on CUDA
+    it is not measured, so merging is asked for with `on`."""
+    if requested == "off":
+        return MergeChoice(False, "--merge-lora off")
+    if blocker is not None:
+        return MergeChoice(False, f"{blocker}: runs unmerged")
+    if free_bytes is not None and copy_bytes > free_bytes // 2:
+        return MergeChoice(False, f"the merged weights ({copy_bytes / 2**30:.2f} GiB) would take over half the free "
+                                  f"memory ({free_bytes / 2**30:.2f} GiB): runs unmerged")
+    if requested == "on":
+        return MergeChoice(True, "--merge-lora on")
+    if cuda:
+        return MergeChoice(False, "auto: on CUDA adapters run unmerged (merging is not measured there; "
+                                  "--merge-lora on merges)")
+    if dtype not in ("bfloat16", "float16"):
+        return MergeChoice(False, f"auto: a {dtype} base runs unmerged (outputs as peft computes them)")
+    return MergeChoice(True, f"auto: a {dtype} base on the CPU runs merged (unmerged LoRA layers are slow there)")
+
+
+def _lora_layers(peft_model, name: str) -> list:
+    """The tuner layers that hold adapter `name` (every kind: Linear, Embedding, bitsandbytes, ...)."""
+    from peft.tuners.tuners_utils import BaseTunerLayer
+
+    return [m for m in peft_model.modules() if isinstance(m, BaseTunerLayer)
+            and (name in getattr(m, "lora_A", {}) or name in getattr(m, "lora_embedding_A", {}))]
+
+
+def merge_blocker(peft_model, name: str) -> str | None:
+    """Why adapter `name` cannot run as merged weights, or None. Only plain LoRA on full-precision nn.Linear
+    layers is merged: W + scale * B @ A is then the whole adapter. DoRA (a per-column rescale) and other LoRA
+    variants, LoRA biases, layers of other kinds (embeddings, bitsandbytes 4/8-bit) and modules_to_save (whole
+    trained copies, which the disabled-adapter forward would bypass) run unmerged."""
+    from peft.tuners.lora.layer import Linear
+
+    config = peft_model.peft_config[name]
+    if getattr(config, "modules_to_save", None):
+        return "modules_to_save"
+    if getattr(config, "trainable_token_indices", None):
+        return "trainable_token_indices"
+    for layer in _lora_layers(peft_model, name):
+        if type(layer) is not Linear:
+            return f"a {type(layer).__module__}.{type(layer).__name__} layer"
+        if layer.use_dora.get(name) or name in getattr(layer, "lora_variant", {}):
+            return "DoRA or another LoRA variant"
+        if getattr(layer, "lora_bias", {}).get(name):
+            return "lora_bias"
+        if not layer.get_base_layer().weight.dtype.is_floating_point:
+            return "a quantised base layer"
+    return None
+
+
+def merged_copy_bytes(peft_model, name: str) -> int:
+    """Bytes of the merged weights held while the adapter runs (one new tensor per adapted layer)."""
+    return sum(w.numel() * w.element_size() for w in
+               (layer.get_base_layer().weight for layer in _lora_layers(peft_model, name)))
+
+
+def free_memory_bytes(device: torch.device) -> int | None:
+    """Free memory where the base lives: the GPU's (torch.cuda.mem_get_info) or the machine's available RAM."""
+    try:
+        if device.type == "cuda":
+            return int(torch.cuda.mem_get_info(device)[0])
+        import psutil
+
+        return int(psutil.virtual_memory().available)
+    except Exception:  # noqa: BLE001 - unknown: merge_choice then decides without it
+        return None
+
+
+@contextlib.contextmanager
+def merged_into_base(peft_model, name: str):
+    """Adapter `name` as merged weights for the duration: each adapted layer's base weight is swapped for a new
+    tensor W + delta (summed in fp32, rounded once to W's dtype) and every LoRA path is disabled, so the forward
+    is the base's own. The original tensors are put back untouched on exit (no W + d - d rounding drift across
+    adapters, which peft's merge_adapter/unmerge_adapter would leave in a bf16 base)."""
+    layers = _lora_layers(peft_model, name)
+    originals = []
+    try:
+        with torch.no_grad():
+            for layer in layers:
+                base = layer.get_base_layer()
+                w = base.weight
+                merged = (w.float() + layer.get_delta_weight(name).to(device=w.device, dtype=torch.float32)).to(w.dtype)
+                originals.append((base, w))
+                base.weight = torch.nn.Parameter(merged, requires_grad=False)
+        with peft_model.disable_adapter():
+            yield peft_model
+    finally:
+        for base, w in originals:
+            base.weight = w
 
 
 class AdapterMismatch(Exception):

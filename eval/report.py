@@ -53,7 +53,7 @@ def build_results(rows, datas: dict[str, TaskData], group_facts: list[dict], set
                      "no_base": settings.no_base, "prompt_format": settings.prompt_format,
                      "bertscore_model": settings.bertscore_model, "scoring": settings.scoring,
                      "task_selection": "per adapter (FinLoRA map)" if settings.per_adapter_tasks else "--tasks",
-                     "shots": settings.shots, "shot_seed": settings.shot_seed},
+                     "shots": settings.shots, "shot_seed": settings.shot_seed, "merge_lora": settings.merge_lora},
         "versions": versions,
         "tasks": tasks,
         "groups": group_facts,
@@ -131,8 +131,13 @@ def to_markdown(results: dict) -> str:
     s = results["settings"]
     lines.append(f"Headline metric per task ({heads}), 95% bootstrap interval in brackets, "
                  "Δ = difference from the base row with the same prompt.")
+    dtypes = sorted({g["dtype"] for g in results["groups"] if g.get("dtype")})
+    merges = [v["lora_merge"]["merged"] for r in results["rows"] for v in r["results"].values() if "lora_merge" in v]
     lines.append(f"limit: {s['limit'] or 'all'} rows per task; base precision: "
-                 f"{s['base_quant'] or 'full'}; batch size {s['batch_size']}.")
+                 f"{s['base_quant'] or ', '.join(dtypes) or 'full'}; batch size {s['batch_size']}"
+                 + (f"; adapters on merged weights: {sum(merges)} of {len(merges)} pairs (--merge-lora "
+                    f"{s.get('merge_lora', 'auto')}; each pair's lora_merge in results.json says why)" if merges else "")
+                 + ".")
     lines.append(_scoring_line(s))
     lines.append("")
     lines.append("| model | " + " | ".join(f"{t} ({i['headline']}, n={_n_used(results, t)})" for t, i in tasks.items()) + " |")

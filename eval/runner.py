@@ -60,6 +60,7 @@ class Settings:
     argv: list[str] = field(default_factory=list)
     precision: object = None  # eval.engine.EvalPrecision (--precision resolved for this machine); None: load defaults
     prefix_cache: bool | None = None  # --prefix-cache (None: auto, fp32 models only): shared prefix's KV cache
+    merge_lora: str = "auto"  # --merge-lora auto|on|off: adapters' rows on merged weights (eval.engine.merge_choice)
 
 
 @dataclass
@@ -295,9 +296,10 @@ def _generate_shard(model, tokenizer, prompts: list[str], pair: Pair, data: Task
 
 
 def evaluate_pair(model, tokenizer, pair: Pair, data: TaskData, settings: Settings, fp: dict,
-                  world: Solo) -> dict | None:
+                  world: Solo, merge: dict | None = None) -> dict | None:
     """Generate, score, write predictions then the pair file (both atomic); return the pair result.
-    Several ranks: each generates its shard; rank 0 merges, scores and writes; the others return None."""
+    Several ranks: each generates its shard; rank 0 merges, scores and writes; the others return None.
+    merge: an adapter's MergeChoice record (merged weights or not, and why), written as the result's lora_merge."""
     task = data.task
     prompts = [apply(pair.template, pair.shots.context(r) if pair.shots else r["context"]) for r in data.rows]
     with compute.phase(f"generate {pair.row} × {task.name}"):
@@ -331,6 +333,7 @@ def evaluate_pair(model, tokenizer, pair: Pair, data: TaskData, settings: Settin
         "scoring": settings.scoring, "metrics": metrics,
         "timing": timing,
         "truncated_prompts": stats.truncated_prompts,
+        **({"lora_merge": merge} if merge is not None else {}),
         "predictions": pred_file.relative_to(settings.out).as_posix(),
         "finished_at": utc_now_iso(),
         "fingerprint": fp,
@@ -421,8 +424,10 @@ def evaluate_unit(host, adapter: Adapter | None, items: list[tuple[Pair, dict]],
         for p, fp in items:
             try:
                 model, ctx = host.model_for(name)
+                merge = host.merge_choices.get(name) if name is not None else None
                 with ctx:
-                    result = evaluate_pair(model, host.loaded.tokenizer, p, datas[p.task], settings, fp, world)
+                    result = evaluate_pair(model, host.loaded.tokenizer, p, datas[p.task], settings, fp, world,
+                                           merge=merge.record() if merge is not None else None)
             except Exception as exc:  # noqa: BLE001 - one failed cell, the rest go on
                 if isinstance(exc, RankLost):  # a rank is gone: nothing left to agree with
                     raise
@@ -483,7 +488,7 @@ def run_group(group: Group, rows: list[Row], pairs: list[Pair], datas: dict[str,
         _fail_group(rows, facts, msg)
         return facts
     facts.update(load_seconds=round(loaded.load_seconds, 3), dtype=loaded.dtype)
-    host = engine.AdapterHost(loaded)
+    host = engine.AdapterHost(loaded, merge=settings.merge_lora)
     for adapter, items in by_model(todo):
         evaluate_unit(host, adapter, items, by_name, datas, settings, world)
     return facts

@@ -8,7 +8,7 @@ import collections
 import json
 from pathlib import Path
 
-from benchmarks.demo_variants import WORDINGS, balanced_varied, wilson
+from benchmarks.demo_variants import WORDINGS, balanced_varied, main, wilson
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -27,3 +27,11 @@ def test_balanced_varied_resamples_every_label_to_the_middle_class_and_varies_th
 def test_wilson_interval():
     assert wilson(50, 100) == "50.0% [40.4, 59.6]"
     assert wilson(0, 10) == "0.0% [0.0, 27.8]" and wilson(10, 10) == "100.0% [72.2, 100.0]"
+
+
+def test_an_unknown_variant_is_one_line_and_exit_2_before_anything_is_written(tmp_path, capsys):
+    out = tmp_path / "out"
+    assert main(["--variants", "demo_steps_250,demo_steps_9000", "--out", str(out), "--dry-run"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "demo_steps_9000" in err[0] and "demo_steps_250_lr2e3" in err[0]
+    assert not out.exists()

@@ -201,9 +201,10 @@ class FakeHost:
     """AdapterHost's interface. A rank listed in `fail_attach` cannot attach an adapter."""
     fail_attach: set = set()
 
-    def __init__(self, loaded):
+    def __init__(self, loaded, merge="off"):
         self.loaded = loaded
         self.name = None
+        self.merge_choices: dict = {}
 
     def attach(self, name, path):
         if threading.current_thread().name in self.fail_attach:

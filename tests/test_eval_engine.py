@@ -5,6 +5,7 @@ Llama built here), and generation does not depend on batching (slow, the bundled
 """
 from __future__ import annotations
 
+import contextlib
 import json
 
 import pytest
@@ -113,3 +114,84 @@ def test_eval_precision_on_cuda_and_with_a_quantised_base():
     assert quant.dtype is None and quant.record["used"] == "4bit"
     with pytest.raises(UserError, match="--base-quant 4 sets the dtype"):
         eval_precision("bf16", 4, None, None)
+
+
+# ---------------------------------------------------------------- --merge-lora (merge_choice is pure)
+
+
+@pytest.mark.parametrize("requested,dtype,cuda,blocker,copy,free,merged,needle", [
+    ("auto", "bfloat16", False, None, 10, 100, True, "bfloat16 base on the CPU"),
+    ("auto", "float32", False, None, 10, 100, False, "float32 base runs unmerged"),
+    ("auto", "bfloat16", True, None, 10, 100, False, "on CUDA"),
+    ("auto", "bfloat16", False, "DoRA or another LoRA variant", 10, 100, False, "DoRA"),
+    ("auto", "bfloat16", False, None, 60, 100, False, "over half the free memory"),
+    ("auto", "bfloat16", False, None, 60, None, True, "CPU"),  # free memory unknown: decided without it
+    ("on", "float32", True, None, 10, 100, True, "--merge-lora on"),
+    ("on", "float32", False, "lora_bias", 10, 100, False, "lora_bias: runs unmerged"),
+    ("off", "bfloat16", False, None, 10, 100, False, "--merge-lora off"),
+])
+def test_merge_choice(requested, dtype, cuda, blocker, copy, free, merged, needle):
+    from eval.engine import merge_choice
+
+    choice = merge_choice(requested, dtype, cuda, blocker, copy, free)
+    assert choice.merge is merged and needle in choice.why
+    assert choice.record() == {"merged": merged, "why": choice.why}
+
+
+def _logits(model, ids):
+    with torch.inference_mode():
+        return model(input_ids=ids).logits
+
+
+def test_merged_weights_compute_the_adapter_and_leave_the_base_untouched(tiny, tmp_path):
+    from peft import LoraConfig, get_peft_model
+    from transformers import LlamaForCausalLM
+
+    from eval.engine import merge_blocker, merged_copy_bytes, merged_into_base
+
+    # an all-linear adapter with non-zero B (a fresh one is the identity, which would prove nothing)
+    torch.manual_seed(1)
+    trained = get_peft_model(LlamaForCausalLM.from_pretrained(tiny / "base"),
+                             LoraConfig(r=2, lora_alpha=4, target_modules="all-linear"))
+    for n, p in trained.named_parameters():
+        if "lora_B" in n:
+            p.data.normal_(0, 0.5)
+    trained.save_pretrained(tmp_path / "a")
+    host = _host(tiny)
+    host.attach("a", str(tmp_path / "a"))
+    pm = host.peft_model
+    ids = torch.tensor([[1, 5, 9, 13, 2]])
+    unmerged = _logits(pm, ids)
+    with pm.disable_adapter():
+        base = _logits(pm, ids)
+    before = {k: v.clone() for k, v in pm.state_dict().items()}
+    assert merge_blocker(pm, "a") is None
+    assert merged_copy_bytes(pm, "a") == 4 * sum(m.weight.numel() for n, m in host.loaded.model.named_modules()
+                                                 if n.endswith("_proj") and hasattr(m, "weight"))
+    with merged_into_base(pm, "a"):
+        merged = _logits(pm, ids)
+    assert torch.allclose(merged, unmerged, atol=1e-5) and not torch.allclose(merged, base, atol=1e-2)
+    after = pm.state_dict()
+    assert after.keys() == before.keys() and all(torch.equal(after[k], before[k]) for k in before)  # bit for bit
+    assert torch.equal(_logits(pm, ids), unmerged)  # the adapter's own path is back on
+
+
+def test_an_adapter_host_merges_only_what_it_may(tiny, tmp_path):
+    from peft import LoraConfig, get_peft_model
+    from transformers import LlamaForCausalLM
+
+    dora = get_peft_model(LlamaForCausalLM.from_pretrained(tiny / "base"),
+                          LoraConfig(r=2, lora_alpha=4, target_modules=["q_proj"], use_dora=True))
+    dora.save_pretrained(tmp_path / "dora")
+    host = _host(tiny)
+    host.merge = "on"
+    host.attach("plain", str(tiny / "good"))
+    host.attach("dora", str(tmp_path / "dora"))
+    assert host.merge_choices["plain"].merge and not host.merge_choices["dora"].merge
+    assert "DoRA" in host.merge_choices["dora"].why
+    _, ctx = host.model_for("dora")
+    assert isinstance(ctx, contextlib.nullcontext)  # unmerged: the adapter's own layers
+    host.detach("plain")
+    assert "plain" not in host.merge_choices
+    with pytest.raises(ValueError, match="merge"):
+        AdapterHost(host.loaded, merge="yes")

@@ -183,8 +183,9 @@ def fake_engine(monkeypatch):
         return ["neutral\nAnswer: negative"] * len(prompts), engine.GenStats(0.5, len(prompts), 0)
 
     class Host:
-        def __init__(self, loaded):
+        def __init__(self, loaded, merge="off"):
             self.loaded = loaded
+            self.merge_choices: dict = {}
 
         def model_for(self, adapter):
             import contextlib

@@ -92,17 +92,21 @@ def test_adapters_get_their_tasks_and_the_base_the_union(tmp_path):
 class FakeHost:
     """AdapterHost's interface; 'attaching' an adapter whose folder name starts with "broken" fails."""
 
-    def __init__(self, loaded):
+    def __init__(self, loaded, merge="off"):
         self.loaded = loaded
         self.attached: list[str] = []
+        self.merge = merge
+        self.merge_choices: dict = {}
 
     def attach(self, name, path):
         if Path(path).name.startswith("broken"):
             raise RuntimeError("size mismatch for lora_A\n  copying a param with shape [4, 576]")
         self.attached.append(name)
+        self.merge_choices[name] = engine.MergeChoice(self.merge == "on", f"faked --merge-lora {self.merge}")
 
     def detach(self, name):
         self.attached.remove(name)
+        del self.merge_choices[name]
 
     def model_for(self, adapter):
         return adapter, contextlib.nullcontext()
@@ -141,6 +145,14 @@ def test_fake_run_writes_pairs_and_results(tmp_path, fake_engine):
     assert results["rows"][1]["results"]["fpb"]["metrics"]["accuracy"] == 0.5  # fpb[:2]: neutral, negative
     assert sorted(p.relative_to(out).as_posix() for p in (out / "pairs").rglob("*.json")) == [
         "pairs/a/formula.json", "pairs/a/fpb.json", "pairs/base/formula.json", "pairs/base/fpb.json"]
+    # --merge-lora reaches the host; each adapter pair says whether it ran merged, the base's says nothing
+    assert results["settings"]["merge_lora"] == "auto"
+    assert results["rows"][1]["results"]["fpb"]["lora_merge"] == {"merged": False, "why": "faked --merge-lora auto"}
+    assert "lora_merge" not in results["rows"][0]["results"]["fpb"]
+    assert "adapters on merged weights: 0 of 2 pairs (--merge-lora auto" in (out / "results.md").read_text()
+    assert main(_argv(tmp_path / "ad", tmp_path / "on", "--merge-lora", "on")) == 0
+    on = json.loads((tmp_path / "on" / "results.json").read_text())
+    assert on["rows"][1]["results"]["fpb"]["lora_merge"]["merged"] is True
 
 
 def test_editing_adapter_config_redoes_its_pairs(tmp_path, fake_engine):
