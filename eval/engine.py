@@ -21,7 +21,8 @@ only for fp32 models, and `--prefix-cache on` in bf16 trades identity for the sa
 
 Merged adapters (--merge-lora auto|on|off, `merge_choice`): an adapter's rows can run on the base's weights with
 the adapter merged in (W + scale * B @ A, a new tensor per layer, the originals restored after), which costs
-what the base alone costs; auto does so for a bf16 base on the CPU, where peft's unmerged layers doubled the time.
+what the base alone costs; auto does so for a bf16 base on the CPU, where peft's unmerged layers were 1.2-1.4x
+slower (docs/eval-benchmark.md).
 
 Precision (--precision auto|fp32|bf16, resolved by `eval_precision`): on the CPU, bf16 where it has bf16
 matmul instructions (AMX or AVX512-BF16; lora/precision.py), else fp32 — CPU half-precision matmuls are
@@ -207,8 +208,8 @@ def merge_choice(requested: str, dtype: str, cuda: bool, blocker: str | None, co
     free_bytes: free memory on the base's device (None: unknown).
 
     auto merges a half-precision base on the CPU only: there peft's unmerged layers (fp32 LoRA weights beside
-    bf16 base weights, two skinny matmuls and casts per layer) made generation about twice as slow as the base
-    alone, and merged weights ran nearly as fast as the base (docs/eval-benchmark.md). An fp32 base keeps the
+    bf16 base weights, two skinny matmuls and casts per layer) made an adapter's generation 1.2-1.4x slower than
+    merged weights, which cost what the base costs (docs/eval-benchmark.md). An fp32 base keeps the
     unmerged layers (their outputs are FinLoRA's harness's, token for token; merging changes rounding); on CUDA
     it is not measured, so merging is asked for with `on`."""
     if requested == "off":
