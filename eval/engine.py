@@ -138,6 +138,7 @@ class AdapterHost:
         self.merge = merge
         self.peft_model = None  # created by the first attach
         self.merge_choices: dict[str, MergeChoice] = {}  # attached adapter -> merged or not, and why
+        self._merged: dict[str, list] = {}  # adapter -> merged_weights, computed once for all of its pairs
 
     def attach(self, name: str, path: str) -> None:
         from peft import PeftModel
@@ -166,6 +167,7 @@ class AdapterHost:
 
     def detach(self, name: str) -> None:
         self.merge_choices.pop(name, None)
+        self._merged.pop(name, None)
         pm = self.peft_model
         if pm is not None and name in getattr(pm, "peft_config", {}):
             with contextlib.suppress(Exception):
@@ -181,7 +183,9 @@ class AdapterHost:
             return self.peft_model, self.peft_model.disable_adapter()
         choice = self.merge_choices.get(adapter)
         if choice is not None and choice.merge:
-            return self.peft_model, merged_into_base(self.peft_model, adapter)
+            if adapter not in self._merged:
+                self._merged[adapter] = merged_weights(self.peft_model, adapter)
+            return self.peft_model, merged_into_base(self.peft_model, adapter, self._merged[adapter])
         return self.peft_model, contextlib.nullcontext()
 
 
@@ -279,22 +283,30 @@ def free_memory_bytes(device: torch.device) -> int | None:
         return None
 
 
+def merged_weights(peft_model, name: str) -> list:
+    """Per layer adapter `name` adapts: (its base layer, a new Parameter W + delta, summed in fp32 and rounded
+    once to W's dtype). W itself is not touched."""
+    out = []
+    with torch.no_grad():
+        for layer in _lora_layers(peft_model, name):
+            base = layer.get_base_layer()
+            w = base.weight
+            merged = (w.float() + layer.get_delta_weight(name).to(device=w.device, dtype=torch.float32)).to(w.dtype)
+            out.append((base, torch.nn.Parameter(merged, requires_grad=False)))
+    return out
+
+
 @contextlib.contextmanager
-def merged_into_base(peft_model, name: str):
-    """Adapter `name` as merged weights for the duration: each adapted layer's base weight is swapped for a new
-    tensor W + delta (summed in fp32, rounded once to W's dtype) and every LoRA path is disabled, so the forward
-    is the base's own. The original tensors are put back untouched on exit (no W + d - d rounding drift across
-    adapters, which peft's merge_adapter/unmerge_adapter would leave in a bf16 base)."""
-    layers = _lora_layers(peft_model, name)
-    originals = []
+def merged_into_base(peft_model, name: str, weights: list | None = None):
+    """Adapter `name` as merged weights for the duration: each adapted layer's base weight is swapped for its
+    merged one (`weights`, from merged_weights; computed here when None) and every LoRA path is disabled, so the
+    forward is the base's own. The original tensors are put back untouched on exit (no W + d - d rounding drift
+    across adapters, which peft's merge_adapter/unmerge_adapter would leave in a bf16 base)."""
+    weights = merged_weights(peft_model, name) if weights is None else weights
+    originals = [(base, base.weight) for base, _ in weights]
     try:
-        with torch.no_grad():
-            for layer in layers:
-                base = layer.get_base_layer()
-                w = base.weight
-                merged = (w.float() + layer.get_delta_weight(name).to(device=w.device, dtype=torch.float32)).to(w.dtype)
-                originals.append((base, w))
-                base.weight = torch.nn.Parameter(merged, requires_grad=False)
+        for base, merged in weights:
+            base.weight = merged
         with peft_model.disable_adapter():
             yield peft_model
     finally:

@@ -176,7 +176,7 @@ def test_merged_weights_compute_the_adapter_and_leave_the_base_untouched(tiny, t
     assert torch.equal(_logits(pm, ids), unmerged)  # the adapter's own path is back on
 
 
-def test_an_adapter_host_merges_only_what_it_may(tiny, tmp_path):
+def test_an_adapter_host_merges_only_what_it_may(tiny, tmp_path, monkeypatch):
     from peft import LoraConfig, get_peft_model
     from transformers import LlamaForCausalLM
 
@@ -191,6 +191,16 @@ def test_an_adapter_host_merges_only_what_it_may(tiny, tmp_path):
     assert "DoRA" in host.merge_choices["dora"].why
     _, ctx = host.model_for("dora")
     assert isinstance(ctx, contextlib.nullcontext)  # unmerged: the adapter's own layers
+    # the merged weights are computed once per attached adapter, not once per pair (task)
+    from eval import engine
+
+    calls = []
+    real = engine.merged_weights
+    monkeypatch.setattr(engine, "merged_weights", lambda pm, name: calls.append(name) or real(pm, name))
+    for _ in range(3):
+        with host.model_for("plain")[1]:
+            pass
+    assert calls == ["plain"]
     host.detach("plain")
     assert "plain" not in host.merge_choices
     with pytest.raises(ValueError, match="merge"):
