@@ -10,10 +10,11 @@ tokenizer (models/base_model/smollm2-135m-instruct/tokenizer*.json; the 98 MB GG
 trains each variant ~30 steps with `finetune.py NAME --profile auto` (bf16 16-bit, 8-bit, 4-bit, DoRA,
 packing on/off, SDPA, flash-attn if it imports, DeepSpeed ZeRO-2 on one GPU if deepspeed imports), samples
 nvidia-smi for the peak GPU memory, asks `--plan --json` for the estimate of the same model and batch,
-evaluates the adapters with `python -m eval` on the GPU, and writes $OUT/gpu_pod_check.json and .md with
-every failure's last lines.
+evaluates the adapters with `python -m eval` on the GPU (unmerged, then merged if time is left), and writes
+$OUT/gpu_pod_check.json, .md and logs.txt after every step, within --budget-s (the device tool's 600 s).
 
-Here (with network, once): fetch the wheels into the git-ignored wheels/gpu/ (~50 MB):
+Here (with network, once): fetch the wheels into the git-ignored wheels/gpu/ (15 MiB: bitsandbytes is slimmed
+to its CPU and CUDA 13 libraries, so the working tree that travels stays under the tool's 64 MiB):
 
     python benchmarks/gpu_pod_check.py --download-wheels wheels/gpu
 
@@ -42,19 +43,25 @@ DATASET = REPO / "data" / "train" / "fpb_train.jsonl"
 # What the GPU machine lacks (issue 10): these five, plus what `import axolotl.cli.train, axolotl.train, lora.cli,
 # eval.engine` needs beyond torch/transformers/accelerate/peft and their requirements (found on the CPU machine
 # in a venv holding only those, adding each missing module until the import worked), pinned to the versions
-# tested here, and tensorboard (recipes log to it). Measured total 55.6 MiB. Also needed by that import but
-# too big to carry (pandas 12 MB, pyarrow 42 MB, numba + llvmlite 46 MB): the machine must have them; the
-# report's import probe names the first one missing. --no-deps: pip never resolves (no network there).
+# tested here. Not carried, because the GPU image already has them (the device tool's KINDS.md package list,
+# read 2026-11-17): tensorboard, xxhash, python-dateutil, six, and the big ones the import also needs (pandas,
+# pyarrow, numba + llvmlite); the report's import probe names the first module missing if that changes.
+# --no-deps: pip never resolves (no network there).
 WHEELS = ("axolotl==0.19.0", "trl==1.9.0", "datasets==4.8.4", "peft==0.20.0", "bitsandbytes==0.50.2")
 EXTRA_WHEELS = ("fire==0.7.1", "termcolor==3.3.0", "addict==2.4.0", "multiprocess==0.70.19", "dill==0.4.1",
-                "xxhash==4.1.0", "posthog==6.7.11", "backoff==2.2.1", "distro==1.9.0", "fastcore==2.2.39",
-                "kernels==0.16.2", "kernels-data==0.16.2", "python-dateutil==2.9.0.post0", "pytz==2026.6",
-                "six==1.17.0", "pydantic==2.12.5", "pydantic_core==2.41.5", "typing-inspection==0.4.5",
-                "annotated-types==0.8.0", "tensorboard==2.21.0")
+                "posthog==6.7.11", "backoff==2.2.1", "distro==1.9.0", "fastcore==2.2.39",
+                "kernels==0.16.2", "kernels-data==0.16.2", "pytz==2026.6",
+                "pydantic==2.12.5", "pydantic_core==2.41.5", "typing-inspection==0.4.5", "annotated-types==0.8.0")
 PYTHON_VERSION = "3.12"
 # bitsandbytes 0.50.2 ships manylinux_2_24 only: --platform manylinux2014_x86_64 alone finds no wheel
 PLATFORMS = ("manylinux2014_x86_64", "manylinux_2_24_x86_64", "manylinux_2_28_x86_64")
-MAX_WHEELS_MB = 60
+# The device tool's limits (its README): the working tree that travels (tracked and untracked-not-ignored files
+# plus the carried paths) is at most 64 MiB, and one command runs at most 600 s, so the default --budget-s ends
+# the run with time to spare for writing the report; what is under $OUT comes back even when a run is killed.
+TRAVEL_LIMIT_BYTES = 64 * 2**20
+CARRY = ("wheels/gpu", *(f"models/base_model/smollm2-135m-instruct/{f}" for f in TOKENIZER_FILES))
+BUDGET_S = 540
+EVAL_RESERVE_S = 120  # kept back from training for the first (unmerged) eval of every adapter
 
 
 @dataclass(frozen=True)
@@ -213,14 +220,15 @@ class Result:
 # ---------------------------------------------------------------- running
 
 
-def run(argv: list[str], env: dict, timeout: int) -> tuple[int, str, float]:
+def run(argv: list[str], env: dict, timeout: float) -> tuple[int, str, float]:
     start = time.monotonic()
     try:
         proc = subprocess.run(argv, cwd=REPO, env=env, capture_output=True, text=True, timeout=timeout)
         code, text = proc.returncode, proc.stdout + proc.stderr
     except subprocess.TimeoutExpired as exc:
-        code, text = 124, f"{exc.stdout or ''}{exc.stderr or ''}\ntimed out after {timeout} s"
-    return code, text if isinstance(text, str) else text.decode(errors="replace"), time.monotonic() - start
+        out, err = (b.decode(errors="replace") if isinstance(b, bytes) else (b or "") for b in (exc.stdout, exc.stderr))
+        code, text = 124, f"{out}{err}\ntimed out after {timeout:.0f} s"
+    return code, text, time.monotonic() - start
 
 
 def importable(module: str) -> bool:
@@ -231,6 +239,15 @@ def tail(text: str, lines: int = 25) -> str:
     return "\n".join(text.strip().splitlines()[-lines:])
 
 
+def variant_timeout(left_s: float, reserve_s: float, past_seconds: list[float], cap_s: float,
+                    floor_s: float = 60) -> int | None:
+    """Seconds the next training run may take, or None when it would eat the time kept for the eval: it needs
+    at least the slowest run so far (plus a fifth), and never less than `floor_s` (axolotl's start alone)."""
+    room = left_s - reserve_s
+    need = max(floor_s, 1.2 * max(past_seconds, default=0))
+    return int(min(cap_s, room)) if room >= need else None
+
+
 def train_variant(v: Variant, name: str, entry: dict, registry: Path, work: Path, env: dict, profile: str,
                   timeout: int) -> Result:
     if v.needs and not importable(v.needs):
@@ -238,13 +255,16 @@ def train_variant(v: Variant, name: str, entry: dict, registry: Path, work: Path
     common = [name, "--config-json", str(registry), "--profile", profile, "--recipes-dir", str(work / "recipes"),
               "--adapters-dir", str(work / "adapters")]
     result = Result(v.name, "failed")
-    planned = subprocess.run([sys.executable, "finetune.py", *common, "--plan", "--json"], cwd=REPO, env=env,
-                             capture_output=True, text=True, timeout=300)
-    if planned.returncode == 0:
-        plan = json.loads(planned.stdout)
-        result.plan_peak_gib, result.plan_allocated_gib = plan["peak_gb_per_gpu"], plan["peak_allocated_gb"]
-    else:
-        result.note = f"--plan failed: {tail(planned.stderr, 3)}"
+    try:
+        planned = subprocess.run([sys.executable, "finetune.py", *common, "--plan", "--json"], cwd=REPO, env=env,
+                                 capture_output=True, text=True, timeout=min(timeout, 120))
+        if planned.returncode == 0:
+            plan = json.loads(planned.stdout)
+            result.plan_peak_gib, result.plan_allocated_gib = plan["peak_gb_per_gpu"], plan["peak_allocated_gb"]
+        else:
+            result.note = f"--plan failed: {tail(planned.stderr, 3)}"
+    except subprocess.TimeoutExpired:
+        result.note = "--plan timed out"
     argv = [sys.executable, "finetune.py", *common, *v.flags]
     result.command = ["python", *argv[1:]]
     with GpuMemorySampler() as sampler:
@@ -265,16 +285,29 @@ def train_variant(v: Variant, name: str, entry: dict, registry: Path, work: Path
     return result
 
 
-def evaluate(adapters: list[Path], out: Path, work: Path, env: dict, timeout: int) -> dict:
+def generate_seconds(results_json: Path) -> float | None:
+    """Wall seconds the adapters spent generating (eval's compute phases 'generate <adapter> × <task>')."""
+    if not results_json.is_file():
+        return None
+    phases = json.loads(results_json.read_text(encoding="utf-8")).get("compute", {}).get("phases", [])
+    adapter = [p["wall_seconds"] for p in phases if p["name"].startswith("generate ")
+               and not p["name"].startswith("generate base ")]
+    return round(sum(adapter), 2) if adapter else None
+
+
+def evaluate(adapters: list[Path], eval_dir: Path, work: Path, env: dict, timeout: float, merge: str) -> dict:
+    """`python -m eval` over every trained adapter, fpb, 64 rows, the adapters merged or not (--merge-lora)."""
     if not adapters:
         return {"status": "skipped", "note": "no adapter trained"}
     argv = [sys.executable, "-m", "eval", *map(str, adapters), "--tasks", "fpb", "--limit", "64",
-            "--out", str(out / "eval"), "--no-progress"]
+            "--merge-lora", merge, "--out", str(eval_dir), "--no-progress"]
     code, text, seconds = run(argv, env, timeout)
-    (work / "logs" / "eval.log").write_text(text, encoding="utf-8")
-    result = {"status": "ok" if code == 0 else "failed", "seconds": round(seconds, 1),
+    (work / "logs").mkdir(parents=True, exist_ok=True)
+    (work / "logs" / f"eval_merge_{merge}.log").write_text(text, encoding="utf-8")
+    result = {"status": "ok" if code == 0 else "failed", "merge_lora": merge, "seconds": round(seconds, 1),
+              "adapter_generate_seconds": generate_seconds(eval_dir / "results.json"),
               "command": ["python", *argv[1:]]}
-    results_md = out / "eval" / "results.md"
+    results_md = eval_dir / "results.md"
     if results_md.is_file():
         result["results_md"] = results_md.read_text(encoding="utf-8")
     if code != 0:
@@ -282,12 +315,27 @@ def evaluate(adapters: list[Path], out: Path, work: Path, env: dict, timeout: in
     return result
 
 
+def compare_predictions(a: Path, b: Path) -> dict:
+    """Adapter rows whose generated text is the same in two eval folders (predictions/<model>/<task>.jsonl, by
+    id); the base's rows are left out, since merging never touches them."""
+    rows = same = 0
+    for file_a in sorted(a.glob("predictions/*/*.jsonl")):
+        file_b = b / file_a.relative_to(a)
+        if file_a.parent.name == "base" or not file_b.is_file():
+            continue
+        outputs_b = {r["id"]: r["output"] for r in map(json.loads, file_b.read_text(encoding="utf-8").splitlines())}
+        for r in map(json.loads, file_a.read_text(encoding="utf-8").splitlines()):
+            if r["id"] in outputs_b:
+                rows, same = rows + 1, same + (outputs_b[r["id"]] == r["output"])
+    return {"rows": rows, "same_output": same}
+
+
 def install_wheels(folder: Path) -> dict:
     wheels = sorted(str(p) for p in folder.glob("*.whl"))
     if not wheels:
         return {"status": "failed", "note": f"no wheels in {folder}"}
     argv = [sys.executable, "-m", "pip", "install", "--no-index", "--no-deps", "--quiet", *wheels]
-    code, text, seconds = run(argv, dict(os.environ), 600)
+    code, text, seconds = run(argv, dict(os.environ), 300)
     out = {"status": "ok" if code == 0 else "failed", "wheels": [Path(w).name for w in wheels],
            "seconds": round(seconds, 1)}
     if code != 0:
@@ -295,14 +343,26 @@ def install_wheels(folder: Path) -> dict:
     return out
 
 
+PROBED = ("torch", "transformers", "accelerate", "peft", "axolotl", "trl", "datasets", "bitsandbytes", "deepspeed",
+          "flash_attn")
+# One interpreter for every version (each a separate `python -c` costs a torch import, ~10 s, of the budget).
+_VERSIONS = """
+import importlib, json
+found = {}
+for name in %r:
+    try:
+        found[name] = importlib.import_module(name).__version__
+    except Exception:
+        found[name] = None
+print("VERSIONS " + json.dumps(found))
+""" % (PROBED,)
+
+
 def environment() -> dict:
     facts: dict = {"python": sys.version.split()[0]}
-    for module in ("torch", "transformers", "accelerate", "peft", "axolotl", "trl", "datasets", "bitsandbytes",
-                   "deepspeed", "flash_attn"):
-        code, text, _ = run([sys.executable, "-c", f"import {module}; print('VERSION', {module}.__version__)"],
-                            dict(os.environ), 120)
-        found = [line.split(" ", 1)[1] for line in text.splitlines() if line.startswith("VERSION ")]
-        facts[module] = found[-1] if code == 0 and found else None
+    code, text, _ = run([sys.executable, "-c", _VERSIONS], dict(os.environ), 180)
+    found = [line.split(" ", 1)[1] for line in text.splitlines() if line.startswith("VERSIONS ")]
+    facts.update(json.loads(found[-1]) if found else dict.fromkeys(PROBED))
     code, text, _ = run(["nvidia-smi", "--query-gpu=name,memory.total,driver_version", "--format=csv,noheader"],
                         dict(os.environ), 60) if shutil.which("nvidia-smi") else (1, "", 0)
     facts["gpus"] = text.strip().splitlines() if code == 0 else []
@@ -325,30 +385,46 @@ def installed() -> list[str]:
 # ---------------------------------------------------------------- the report
 
 
+def _eval_line(e: dict) -> str:
+    took = []
+    if e.get("seconds"):
+        took.append(f"{e['seconds']} s")
+    if e.get("adapter_generate_seconds"):
+        took.append(f"adapters generating {e['adapter_generate_seconds']} s")
+    line = f"Eval, --merge-lora {e.get('merge_lora', 'off')}: {e.get('status')}"
+    return line + (f" ({', '.join(took)})" if took else "") + (f"; {e['note']}" if e.get("note") else "")
+
+
 def markdown(report: dict) -> str:
-    env = report["environment"]
+    env = report.get("environment") or {}
     lines = [f"# GPU pod check ({report['started']}, {report['mode']})", "",
              f"Command: `{report['command']}`", "",
              "Environment: " + ", ".join(f"{k} {v}" for k, v in env.items() if k != "gpus" and v),
              "", "GPUs: " + ("; ".join(env.get("gpus") or []) or "none"), "",
-             f"Model: {report['model']}", "",
+             f"Model: {report.get('model', '(not built yet)')}", "",
              "| variant | status | s | tokens/s (packed) | samples/s | peak GPU MiB (nvidia-smi) | plan peak GiB | "
              "measured / plan | train loss |",
              "|---|---|---|---|---|---|---|---|---|"]
-    for r in report["results"]:
+    results = report.get("results") or []
+    for r in results:
         ratio = (f"{r['peak_gpu_mib'] / 1024 / r['plan_peak_gib']:.2f}"
                  if r.get("peak_gpu_mib") and r.get("plan_peak_gib") else "")
         cells = [r["variant"], r["status"], r.get("seconds"), r.get("tokens_per_second"),
                  r.get("samples_per_second"), r.get("peak_gpu_mib"), r.get("plan_peak_gib"), ratio,
                  r.get("train_loss")]
         lines.append("| " + " | ".join("" if c is None else str(c) for c in cells) + " |")
-    lines += ["", f"Eval: {report['eval'].get('status')}" + (f" ({report['eval'].get('seconds')} s)"
-                                                              if report["eval"].get("seconds") else "")]
-    if report["eval"].get("results_md"):
-        lines += ["", report["eval"]["results_md"]]
-    failures = [r for r in report["results"] if r.get("error_tail")] + \
-        ([{"variant": "eval", **report["eval"]}] if report["eval"].get("error_tail") else [])
-    if report.get("install", {}).get("error_tail"):
+    evals = {"eval": report.get("eval") or {}, "eval_merged": report.get("eval_merged") or {}}
+    if not evals["eval"]:
+        lines += ["", "Eval: not reached (the run was stopped or is still going)"]
+    lines += [""] + [_eval_line(e) for e in evals.values() if e]
+    same = report.get("merge_comparison")
+    if same:
+        lines += ["", f"Merged vs unmerged: {same['same_output']}/{same['rows']} adapter answers identical"]
+    if evals["eval"].get("results_md"):
+        lines += ["", evals["eval"]["results_md"]]
+    failures = [r for r in results if r.get("error_tail")] + \
+        [{"variant": name, **e} for name, e in evals.items() if e.get("error_tail")]
+    if (report.get("install") or {}).get("error_tail"):
         failures.insert(0, {"variant": "install", **report["install"]})
     probe = report.get("import_probe") or {}
     if probe.get("error_tail"):
@@ -357,16 +433,22 @@ def markdown(report: dict) -> str:
         lines += ["", "## Failures", ""]
         for f in failures:
             lines += [f"### {f['variant']}", "", "```", f["error_tail"], "```", ""]
-    skipped = [f"{r['variant']} ({r['note']})" for r in report["results"] if r["status"] == "skipped"]
+    skipped = [f"{r['variant']} ({r['note']})" for r in results if r["status"] == "skipped"]
     if skipped:
         lines += ["", "Skipped: " + ", ".join(skipped)]
     return "\n".join(lines).rstrip() + "\n"
 
 
-def write_report(report: dict, out: Path) -> None:
+def write_report(report: dict, out: Path, logs: Path | None = None, log_lines: int = 200) -> None:
+    """gpu_pod_check.json and .md, and logs.txt (the last lines of every log): three files, since the device
+    tool brings back at most 8 from $OUT and none deeper than two folders."""
     out.mkdir(parents=True, exist_ok=True)
     (out / "gpu_pod_check.json").write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
     (out / "gpu_pod_check.md").write_text(markdown(report), encoding="utf-8")
+    if logs is not None and logs.is_dir():
+        parts = [f"===== {f.name} (last {log_lines} lines)\n{tail(f.read_text(encoding='utf-8'), log_lines)}\n"
+                 for f in sorted(logs.glob("*.log"))]
+        (out / "logs.txt").write_text("\n".join(parts), encoding="utf-8")
 
 
 # ---------------------------------------------------------------- wheels, here
@@ -378,12 +460,67 @@ def download_command(dest: Path) -> list[str]:
             *platforms, "--no-deps", "-d", str(dest), *WHEELS, *EXTRA_WHEELS]
 
 
-def download_wheels(dest: Path) -> int:
+def travel_bytes(repo: Path, carried: tuple[str, ...]) -> int:
+    """What the device tool sends: tracked and untracked-not-ignored files, plus the carried paths."""
+    listed = subprocess.run(["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"], cwd=repo,
+                            capture_output=True, text=True, check=True).stdout.split("\0")
+    files = {repo / f for f in listed if f}
+    for c in carried:
+        path = repo / c
+        files |= set(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else {path}
+    return sum(f.stat().st_size for f in files if f.is_file())
+
+
+_BNB_LIB = re.compile(r"^bitsandbytes/libbitsandbytes_(?P<backend>[a-z]+)(?P<version>\d*)\.so$")
+
+
+def keep_bnb_member(name: str, cuda_major: str) -> bool:
+    """bitsandbytes ships a native library per CUDA, ROCm and XPU version (130 MB unpacked, 43 MB packed, most
+    of the carry limit); it loads the one for torch's CUDA, falling back within the same major version only.
+    Keep the CPU one and those of `cuda_major` (the GPU machine's torch is +cu130: KINDS.md)."""
+    m = _BNB_LIB.match(name)
+    if m is None:
+        return True
+    return m["backend"] == "cpu" or (m["backend"] == "cuda" and m["version"].startswith(cuda_major))
+
+
+def slim_wheel(wheel: Path, keep) -> int:
+    """Rewrite `wheel` in place without the members `keep(name)` rejects (their RECORD lines too); returns
+    the number dropped. pip installs the result as it would the original."""
+    import zipfile
+
+    tmp = wheel.with_suffix(".slim")
+    dropped = 0
+    with zipfile.ZipFile(wheel) as src, zipfile.ZipFile(tmp, "w", zipfile.ZIP_DEFLATED) as dst:
+        kept = [i for i in src.infolist() if keep(i.filename)]
+        dropped = len(src.infolist()) - len(kept)
+        names = {i.filename for i in kept}
+        for info in kept:
+            data = src.read(info)
+            if info.filename.endswith(".dist-info/RECORD"):
+                lines = data.decode().splitlines()
+                data = "".join(f"{line}\n" for line in lines if line.split(",", 1)[0] in names
+                               or line.split(",", 1)[0].endswith("RECORD")).encode()
+            dst.writestr(info, data)
+    tmp.replace(wheel)
+    return dropped
+
+
+def download_wheels(dest: Path, cuda_major: str = "13") -> int:
     dest.mkdir(parents=True, exist_ok=True)
     code = subprocess.run(download_command(dest), cwd=REPO).returncode
-    total = sum(p.stat().st_size for p in dest.glob("*.whl")) / 2**20
-    print(f"{dest}: {len(list(dest.glob('*.whl')))} wheels, {total:.1f} MB (carry limit ~{MAX_WHEELS_MB} MB)")
-    return code if total <= MAX_WHEELS_MB else 1
+    for wheel in dest.glob("bitsandbytes-*.whl"):
+        slim_wheel(wheel, lambda name: keep_bnb_member(name, cuda_major))
+    wheels = sorted(dest.glob("*.whl"))
+    travel = travel_bytes(REPO, CARRY)
+    print(f"{dest}: {len(wheels)} wheels, {sum(p.stat().st_size for p in wheels) / 2**20:.1f} MiB; the working "
+          f"tree with them and the tokenizer: {travel / 2**20:.1f} MiB of the device tool's "
+          f"{TRAVEL_LIMIT_BYTES // 2**20} MiB")
+    if travel > TRAVEL_LIMIT_BYTES:
+        print(f"error: {travel / 2**20:.1f} MiB would not travel; carry fewer wheels (WHEELS, EXTRA_WHEELS)",
+              file=sys.stderr)
+        return 1
+    return code
 
 
 # ---------------------------------------------------------------- main
@@ -397,22 +534,34 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--variants", help="comma-separated subset of: " + ", ".join(v.name for v in VARIANTS))
     p.add_argument("--cpu-smoke", action="store_true", help="cpu profile, 2 steps, bf16 only: test this script")
     p.add_argument("--download-wheels", type=Path, metavar="DIR", help="fetch the wheels here and exit")
-    p.add_argument("--timeout", type=int, default=900, help="seconds per training run")
+    p.add_argument("--cuda-major", default="13", help="with --download-wheels: the CUDA major version of the GPU "
+                   "machine's torch; bitsandbytes keeps only those native libraries (default 13: torch +cu130)")
+    p.add_argument("--timeout", type=int, default=300, help="seconds per training run at most")
+    p.add_argument("--budget-s", type=int, default=BUDGET_S,
+                   help="the whole run's seconds: variants that would not leave time for the eval are skipped "
+                        f"(default {BUDGET_S}: the device tool stops a command at 600 s)")
     args = p.parse_args(argv)
     if args.download_wheels:
-        return download_wheels(args.download_wheels)
+        return download_wheels(args.download_wheels, args.cuda_major)
+    deadline = time.monotonic() + args.budget_s
     chosen = [v for v in VARIANTS if not args.variants or v.name in args.variants.split(",")]
     steps, profile = args.steps, "auto"
     if args.cpu_smoke:
         chosen, steps, profile = [VARIANTS[0]], 2, "cpu"
     out = args.out.resolve()
     work = out / "work" if args.cpu_smoke else REPO / "lora_adapters" / "gpu_pod_check"  # adapters stay out of $OUT
+    shutil.rmtree(work, ignore_errors=True)  # this script's own throwaway folder: a rerun trains and evaluates anew
     report: dict = {"started": time.strftime("%Y-%m-%d %H:%M:%S %Z"), "mode": "cpu smoke" if args.cpu_smoke else "gpu",
                     "command": "python " + " ".join([Path(sys.argv[0]).as_posix(), *(argv or sys.argv[1:])])}
+
+    def save() -> None:  # after every step: a run stopped at the device's limit still reports what it did
+        write_report(report, out, work / "logs")
+
     report["install"] = install_wheels(args.wheels) if args.wheels else {"status": "not asked"}
     report["environment"] = environment()
     report["installed"] = installed()  # what the machine had: tells the next session which wheels to carry
     report["import_probe"] = import_probe()
+    save()
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "AXOLOTL_DO_NOT_TRACK": "1",
            "DO_NOT_TRACK": "1"}
     model_dir = work / "tiny-llama"
@@ -422,16 +571,33 @@ def main(argv: list[str] | None = None) -> int:
     entries = registry_entries(model_dir, steps, chosen, cpu=args.cpu_smoke)
     registry = work / "registry.json"
     registry.write_text(json.dumps(entries, indent=1), encoding="utf-8")
-    results = []
+    results: list[Result] = []
     for v in chosen:
         name = f"gpu_check_{v.name}"
-        r = train_variant(v, name, entries[name], registry, work, env, profile, args.timeout)
+        timeout = variant_timeout(deadline - time.monotonic(), EVAL_RESERVE_S,
+                                  [r.seconds for r in results if r.seconds], args.timeout)
+        if timeout is None:
+            r = Result(v.name, "skipped", note=f"out of time (--budget-s {args.budget_s})")
+        else:
+            r = train_variant(v, name, entries[name], registry, work, env, profile, timeout)
         print(f"{v.name}: {r.status} {r.seconds or ''} s", flush=True)
         results.append(r)
-    report["results"] = [asdict(r) for r in results]
+        report["results"] = [asdict(r) for r in results]
+        save()
     trained = [work / "adapters" / f"gpu_check_{r.variant}" for r in results if r.status == "ok"]
-    report["eval"] = evaluate(trained, out, work, env, args.timeout)
-    write_report(report, out)
+    unmerged, merged = work / "eval", work / "eval_merged"
+    report["eval"] = evaluate(trained, unmerged, work, env, max(30, deadline - time.monotonic()), "off")
+    save()
+    # The same rows with every adapter merged into the bf16 base (--merge-lora on; auto keeps CUDA unmerged
+    # because this was never measured there): only if the first eval left time for a second.
+    left = deadline - time.monotonic()
+    if report["eval"]["status"] == "ok" and left > 1.2 * report["eval"]["seconds"]:
+        report["eval_merged"] = evaluate(trained, merged, work, env, left, "on")
+        if report["eval_merged"]["status"] == "ok":
+            report["merge_comparison"] = compare_predictions(unmerged, merged)
+    else:
+        report["eval_merged"] = {"status": "skipped", "merge_lora": "on", "note": f"{left:.0f} s left"}
+    save()
     print(f"report: {out / 'gpu_pod_check.md'}")
     return 0 if all(r.status != "failed" for r in results) and report["eval"]["status"] != "failed" else 1
 

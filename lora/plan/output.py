@@ -1,6 +1,7 @@
 """The plan for people (format_plan: the table `--plan` prints) and for scripts (plan_to_json)."""
 from __future__ import annotations
 
+from lora.compute import human_seconds
 from lora.plan.estimate import Plan
 from lora.plan.schedule import checkpoint_interval_steps
 
@@ -90,12 +91,16 @@ def _schedule_lines(plan: Plan) -> list[str]:
         f"{'' if not i.max_steps else ', max_steps'}), {plan.tokens} tokens processed",
     ]
     if plan.hours is not None:
-        lines.append(f"  time: {plan.hours:.2f} h at {i.utilisation:.0%} of {i.gpu_tflops:g} TFLOPS per GPU "
-                     f"({plan.flops:.3g} FLOPs); checkpoint every {checkpoint_interval_steps(plan)} steps (~30 min)")
+        every = checkpoint_interval_steps(plan)
+        # a run shorter than the ~30 min interval saves once, at its end: "every N steps (~30 min)" would be untrue
+        saves = (f"checkpoint every {every} steps (~30 min)" if every < plan.steps
+                 else "one checkpoint, at the end (under 30 min)")
+        lines.append(f"  time: {human_seconds(plan.hours * 3600)} at {i.utilisation:.0%} of {i.gpu_tflops:g} "
+                     f"TFLOPS per GPU ({plan.flops:.3g} FLOPs); {saves}")
     else:
         lines.append(f"  time: not estimated (no TFLOPS figure for this hardware); {plan.flops:.3g} FLOPs")
     if plan.cost_usd is not None:
-        lines.append(f"  cost: ${plan.cost_usd:.2f} ({plan.world_size} GPUs x {plan.hours:.2f} h "
+        lines.append(f"  cost: ${plan.cost_usd:.2f} ({plan.world_size} GPUs x {plan.hours:.3g} h "
                      f"x ${i.usd_per_gpu_hour:g}/GPU-hour)")
     return lines
 
