@@ -231,10 +231,6 @@ def run(argv: list[str], env: dict, timeout: float) -> tuple[int, str, float]:
     return code, text, time.monotonic() - start
 
 
-def importable(module: str) -> bool:
-    return subprocess.run([sys.executable, "-c", f"import {module}"], capture_output=True).returncode == 0
-
-
 def tail(text: str, lines: int = 25) -> str:
     return "\n".join(text.strip().splitlines()[-lines:])
 
@@ -250,8 +246,6 @@ def variant_timeout(left_s: float, reserve_s: float, past_seconds: list[float], 
 
 def train_variant(v: Variant, name: str, entry: dict, registry: Path, work: Path, env: dict, profile: str,
                   timeout: int) -> Result:
-    if v.needs and not importable(v.needs):
-        return Result(v.name, "skipped", note=f"{v.needs} does not import here")
     common = [name, "--config-json", str(registry), "--profile", profile, "--recipes-dir", str(work / "recipes"),
               "--adapters-dir", str(work / "adapters")]
     result = Result(v.name, "failed")
@@ -351,7 +345,7 @@ import importlib, json
 found = {}
 for name in %r:
     try:
-        found[name] = importlib.import_module(name).__version__
+        found[name] = getattr(importlib.import_module(name), "__version__", "imports, no __version__")
     except Exception:
         found[name] = None
 print("VERSIONS " + json.dumps(found))
@@ -359,6 +353,8 @@ print("VERSIONS " + json.dumps(found))
 
 
 def environment() -> dict:
+    """Versions of PROBED (None: does not import; the variants that need flash_attn or deepspeed read this),
+    and nvidia-smi's GPUs."""
     facts: dict = {"python": sys.version.split()[0]}
     code, text, _ = run([sys.executable, "-c", _VERSIONS], dict(os.environ), 180)
     found = [line.split(" ", 1)[1] for line in text.splitlines() if line.startswith("VERSIONS ")]
@@ -576,7 +572,9 @@ def main(argv: list[str] | None = None) -> int:
         name = f"gpu_check_{v.name}"
         timeout = variant_timeout(deadline - time.monotonic(), EVAL_RESERVE_S,
                                   [r.seconds for r in results if r.seconds], args.timeout)
-        if timeout is None:
+        if v.needs and report["environment"].get(v.needs) is None:  # the probe above imported it, or could not
+            r = Result(v.name, "skipped", note=f"{v.needs} does not import here")
+        elif timeout is None:
             r = Result(v.name, "skipped", note=f"out of time (--budget-s {args.budget_s})")
         else:
             r = train_variant(v, name, entries[name], registry, work, env, profile, timeout)
@@ -596,7 +594,8 @@ def main(argv: list[str] | None = None) -> int:
         if report["eval_merged"]["status"] == "ok":
             report["merge_comparison"] = compare_predictions(unmerged, merged)
     else:
-        report["eval_merged"] = {"status": "skipped", "merge_lora": "on", "note": f"{left:.0f} s left"}
+        why = f"{left:.0f} s left" if report["eval"]["status"] == "ok" else f"the unmerged eval: {report['eval']['status']}"
+        report["eval_merged"] = {"status": "skipped", "merge_lora": "on", "note": why}
     save()
     print(f"report: {out / 'gpu_pod_check.md'}")
     return 0 if all(r.status != "failed" for r in results) and report["eval"]["status"] != "failed" else 1

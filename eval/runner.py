@@ -424,7 +424,7 @@ def evaluate_unit(host, adapter: Adapter | None, items: list[tuple[Pair, dict]],
         for p, fp in items:
             try:
                 model, ctx = host.model_for(name)
-                merge = host.merge_choices.get(name) if name is not None else None
+                merge = host.merge_choices.get(name)  # None for the base row and unmerged hosts
                 with ctx:
                     result = evaluate_pair(model, host.loaded.tokenizer, p, datas[p.task], settings, fp, world,
                                            merge=merge.record() if merge is not None else None)
