@@ -32,11 +32,11 @@ $(STAMP): requirements.txt requirements-model.txt
 	touch $@
 
 $(MODEL): $(STAMP)
-	$(PY) -m lora.base_model
+	$(PY) -m lora.core.base_model
 
-# Each phase runs under lora/phase_times.py (system python3, standard library only), which prints their
+# Each phase runs under lora/core/phase_times.py (system python3, standard library only), which prints their
 # wall-clock times as the last lines (docs/demo.md); a phase with nothing to do (already installed) takes ~0 s.
-PHASES := $(PYTHON) -m lora.phase_times eval_results/demo/phases.json
+PHASES := $(PYTHON) -m lora.core.phase_times eval_results/demo/phases.json
 
 demo:
 	$(PHASES) start
@@ -46,7 +46,7 @@ demo:
 	$(PHASES) run eval -- $(PY) -m eval lora_adapters/sentiment_smollm2_cpu --tasks fpb --out eval_results/demo
 	$(PHASES) report
 
-# The Gradio demo (python -m lora.demo) in a real headless Chromium; saves docs/demo-app.png. Needs Debian's
+# The Gradio demo (python -m lora.use.demo) in a real headless Chromium; saves docs/demo-app.png. Needs Debian's
 # chromium + chromium-driver (not in CI, so `make test` leaves this check out: pytest marker `browser`).
 # Shows lora_adapters/ when it holds a trained adapter (after make demo), else a throwaway fixture adapter.
 demo-screenshot: setup
@@ -66,7 +66,7 @@ lint: setup
 	$(VENV)/bin/ruff check .
 
 recipes: setup
-	$(PY) -m lora.render
+	$(PY) -m lora.recipe.render
 
 clean-demo:
 	rm -rf lora_adapters/sentiment_smollm2_cpu eval_results/demo

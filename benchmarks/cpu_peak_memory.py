@@ -23,12 +23,12 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 GIB = 2 ** 30
-RANK_MODULES = ("axolotl.cli.train", "lora.axolotl_cpu_ranks")
+RANK_MODULES = ("axolotl.cli.train", "lora.train.axolotl_cpu_ranks")
 
 
 def is_training_process(argv: list[str]) -> bool:
     """`python [-u …] -m axolotl.cli.train …`: a rank (or a helper it forked), not a launcher such as
-    `python …/torchrun … -m lora.axolotl_cpu_ranks` that names the module after its own script."""
+    `python …/torchrun … -m lora.train.axolotl_cpu_ranks` that names the module after its own script."""
     i = 1
     while i < len(argv) and argv[i].startswith("-") and argv[i] != "-m":  # interpreter options only
         i += 1
@@ -117,7 +117,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--cpu-processes", type=int, default=1)
     p.add_argument("--json", type=Path, help="also write the rows here")
     args = p.parse_args(argv)
-    from lora.registry import load_registry
+    from lora.recipe.registry import load_registry
 
     reg = load_registry(args.config_json)
     names = args.entries or [name for name, e in reg.entries.items() if e.profile == "cpu"]

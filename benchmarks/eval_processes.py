@@ -65,7 +65,7 @@ def main(argv: list[str] | None = None) -> int:
     setups = parse_setups(args.setups)
 
     from eval.fixtures import make_tiny_adapter
-    from lora.base_model import ensure_base_model
+    from lora.core.base_model import ensure_base_model
 
     with tempfile.TemporaryDirectory() as tmp:
         adapter = make_tiny_adapter(Path(tmp) / "adapters" / "tiny_a", ensure_base_model(quiet=True), seed=1)

@@ -237,7 +237,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.limit < 1 or args.adapters < 1 or args.batch_size < 1:
         print("error: --limit, --adapters and --batch-size must be >= 1", file=sys.stderr)
         return 2
-    from lora.errors import UserError
+    from lora.core.errors import UserError
 
     try:
         return run(args, argv)
@@ -247,7 +247,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def check_trained(folders: list[Path]) -> None:
-    from lora.errors import UserError
+    from lora.core.errors import UserError
 
     for folder in folders:
         if not (folder / "adapter_config.json").is_file() or not (folder / "adapter_model.safetensors").is_file():
@@ -264,9 +264,9 @@ def run(args, argv: list[str] | None) -> int:
     from benchmarks.flops import MATMUL_SIZE, matmul_gflops
     from eval.fixtures import make_tiny_adapter
     from eval.tasks import for_scoring, load_registry, load_task_data, select_tasks
-    from lora.base_model import ensure_base_model
-    from lora.files import read_json
-    from lora.plan.facts import arch_from_config
+    from lora.core.base_model import ensure_base_model
+    from lora.core.files import read_json
+    from lora.estimate.facts import arch_from_config
 
     if args.trained:
         check_trained(args.trained)

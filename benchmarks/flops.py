@@ -20,7 +20,7 @@ from __future__ import annotations
 import sys
 import time
 
-from lora.plan.facts import ModelArch
+from lora.estimate.facts import ModelArch
 
 MATMUL_SIZE = 2048
 

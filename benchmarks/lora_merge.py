@@ -4,7 +4,7 @@ adapter merged into the base (`python -m eval --merge-lora`), in fp32 and bf16, 
     .venv/bin/python benchmarks/lora_merge.py --adapter lora_adapters/sentiment_smollm2_cpu --json merge.json
     .venv/bin/python benchmarks/lora_merge.py --limit 16             # a throwaway all-linear r8 adapter, a smoke run
 
-Per dtype (fp32, and bf16 where this CPU has bf16 matmuls, lora/precision.py): the bundled SmolLM2-135M-Instruct
+Per dtype (fp32, and bf16 where this CPU has bf16 matmuls, lora/core/precision.py): the bundled SmolLM2-135M-Instruct
 is loaded once, the adapter attached once, and eval.engine.generate (batch 8, greedy, FinLoRA's raw prompt and
 answer budget: `--scoring finlora`'s rules) runs the first --limit rows of each task three ways: the base with the
 adapter disabled, the adapter unmerged, the adapter merged (eval.engine.merged_into_base). Shared-prefix reuse is
@@ -36,8 +36,8 @@ def run(args) -> dict:
     from eval.engine import AdapterHost, generate, load_base, merged_into_base
     from eval.fixtures import make_tiny_adapter
     from eval.tasks import for_scoring, load_registry, load_task_data, select_tasks
-    from lora.base_model import ensure_base_model
-    from lora.precision import cpu_facts
+    from lora.core.base_model import ensure_base_model
+    from lora.core.precision import cpu_facts
 
     base = str(ensure_base_model(quiet=True))
     work = Path(tempfile.mkdtemp(prefix="lora_merge_"))

@@ -17,8 +17,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from eval.engine import MIN_SHARED_PREFIX, encode_prompts, shared_prefix_length  # noqa: E402
 from eval.tasks import load_registry, load_task_data  # noqa: E402
-from lora.base_model import BUNDLED_MODEL_DIR  # noqa: E402
-from lora.prompts import PROMPT_FORMATS, apply  # noqa: E402
+from lora.core.base_model import BUNDLED_MODEL_DIR  # noqa: E402
+from lora.core.prompts import PROMPT_FORMATS, apply  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:

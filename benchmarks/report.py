@@ -8,7 +8,7 @@ from pathlib import Path
 
 
 def finish(summary: dict, json_path: str | None, work: Path, keep: bool) -> int:
-    from lora.fsutil import write_json_atomic
+    from lora.core.files import write_json_atomic
 
     print(json.dumps(summary, indent=2))
     if json_path:

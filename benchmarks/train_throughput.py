@@ -13,7 +13,7 @@ recipes/ and lora_adapters/ are never touched:
 - FinLoRA: FinLoRA's keys only, as its sentiment entries in data/finlora/finetune_configs.json write them
   (lora_r 8, learning_rate 1e-4, batch_size 8, gradient_accumulation_steps 2), quant_bits 16 (its generator's
   16-bit path, finetune_lora_plain.py; its 8/4-bit bitsandbytes paths are not what runs on this CPU),
-  num_epochs 1, so our `finlora` defaults (lora/defaults.py) fill the rest: no packing, q/k/v targets,
+  num_epochs 1, so our `finlora` defaults (lora/recipe/defaults.py) fill the rest: no packing, q/k/v targets,
   sequence_len 4096, gradient checkpointing, its [INST] prompt; `--precision fp32` (its recipe's
   `bf16: auto` is fp32 on a machine without CUDA) and `--profile cpu`. One deviation, the same on both
   sides: val_set_size 0 (FinLoRA's 0.02 would hold rows out and run an eval loop inside the timed phase).
@@ -92,7 +92,7 @@ def train_runtime(log: str) -> float | None:
 
 def entries(data: Path, base: str) -> dict:
     """The temporary registry: our entry as shipped (max_steps dropped, one epoch) and FinLoRA's keys."""
-    from lora.files import read_json
+    from lora.core.files import read_json
 
     ours = dict(read_json(REPO / "finetune_configs.json", "finetune_configs.json")[OUR_ENTRY])
     ours.pop("max_steps", None)
@@ -104,8 +104,8 @@ def entries(data: Path, base: str) -> dict:
 
 def row_lengths(data: Path, template: str, tokenizer) -> list[int]:
     """Tokens of prompt + target + EOS per row under a prompt template."""
-    from lora.jsonl import read_jsonl
-    from lora.prompts import apply
+    from lora.core.jsonl import read_jsonl
+    from lora.core.prompts import apply
 
     return [len(tokenizer(apply(template, row["context"]) + row["target"])["input_ids"]) + 1
             for _, row in read_jsonl(data, ("context", "target"), "dataset")]
@@ -131,7 +131,7 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
     os.environ.setdefault("AXOLOTL_DO_NOT_TRACK", "1")
-    from lora.errors import UserError
+    from lora.core.errors import UserError
 
     try:
         return run(args, argv)
@@ -143,11 +143,11 @@ def main(argv: list[str] | None = None) -> int:
 def run(args, argv: list[str] | None) -> int:
     from transformers import AutoTokenizer
 
-    from lora.base_model import ensure_base_model
-    from lora.fsutil import write_atomic, write_json_atomic
-    from lora.plan.constants import PACKING_EFFICIENCY
-    from lora.prompts import PROMPT_FORMATS
-    from lora.registry import parse_entry
+    from lora.core.base_model import ensure_base_model
+    from lora.core.files import write_atomic, write_json_atomic
+    from lora.estimate.constants import PACKING_EFFICIENCY
+    from lora.core.prompts import PROMPT_FORMATS
+    from lora.recipe.registry import parse_entry
 
     base = str(ensure_base_model(quiet=True))
     tokenizer = AutoTokenizer.from_pretrained(base, local_files_only=True)

@@ -1,6 +1,9 @@
-"""python -m eval ...  (see eval/cli.py)"""
+"""python -m eval …: FinLoRA-style entry point, the same as `finlora eval …` (`score`, `report`: `finlora score|report`).
+
+Translated by lora/cli/shims.py; eval/ itself holds the evaluation, not its command line.
+"""
 import sys
 
-from eval.cli import main
+from lora.cli.shims import eval_main
 
-sys.exit(main())
+sys.exit(eval_main())

@@ -11,11 +11,18 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from eval.adapter_tasks import Family, family_of
-from lora.errors import UserError, one_line
-from lora.files import read_json, stat_kind, user_path
-from lora.fsutil import ADAPTER_WEIGHT_FILES, REPO_ROOT, adapter_weights, repo_relative
-from lora.prompts import DEFAULT_PROMPT_FORMAT, PROMPT_FORMATS
-from lora.run_record import RunRecord, resolve_portable
+from lora.core.errors import UserError, one_line
+from lora.core.files import (
+    ADAPTER_WEIGHT_FILES,
+    REPO_ROOT,
+    adapter_weights,
+    read_json,
+    repo_relative,
+    stat_kind,
+    user_path,
+)
+from lora.core.prompts import DEFAULT_PROMPT_FORMAT, PROMPT_FORMATS
+from lora.core.run_record import RunRecord, resolve_portable
 
 ADAPTER_CONFIG = "adapter_config.json"
 NO_BASE = "(none)"  # the group of adapters that name no base model (error rows only)

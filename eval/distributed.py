@@ -29,73 +29,13 @@ import os
 import sys
 import time
 import uuid
-from dataclasses import dataclass, field
-from datetime import timedelta
+from dataclasses import dataclass
 
-from eval.shards import ShardResult
-
-DEFAULT_RANK_TIMEOUT = 1800  # seconds; torch's own default for gloo
-
-
-class RankLost(RuntimeError):
-    """A collective failed: another rank died, or did not answer within --rank-timeout."""
-
-
-@dataclass
-class Solo:
-    """The one-process world: every collective is the identity."""
-    rank: int = 0
-    size: int = 1
-    shards: list[list[ShardResult]] = field(default_factory=list)  # per pair (rank 0): for results.json
-
-    def gather(self, obj):
-        return [obj]
-
-    def all_gather(self, obj):
-        return [obj]
-
-    def broadcast(self, obj):
-        return obj
-
-
-class Ranks(Solo):
-    """torch.distributed (gloo) with every collective's failure turned into one RankLost line."""
-
-    def __init__(self, timeout_s: float):
-        import torch.distributed as dist
-
-        self.dist = dist
-        self.timeout_s = timeout_s
-        dist.init_process_group("gloo", timeout=timedelta(seconds=timeout_s))
-        super().__init__(rank=dist.get_rank(), size=dist.get_world_size())
-
-    def _call(self, what: str, fn):
-        try:
-            return fn()
-        except Exception as exc:  # noqa: BLE001 - gloo raises RuntimeError subclasses with multi-line text
-            from eval.runner import describe
-
-            raise RankLost(f"{what}: no answer from another rank (it died, or took longer than --rank-timeout "
-                           f"{self.timeout_s:g} s): {describe(exc)}") from exc
-
-    def gather(self, obj):
-        out = [None] * self.size if self.rank == 0 else None
-        self._call("gathering a pair's outputs", lambda: self.dist.gather_object(obj, out, dst=0))
-        return out
-
-    def all_gather(self, obj):
-        out = [None] * self.size
-        self._call("agreeing on a load", lambda: self.dist.all_gather_object(out, obj))
-        return out
-
-    def broadcast(self, obj):
-        box = [obj]
-        self._call("sharing the plan", lambda: self.dist.broadcast_object_list(box, src=0))
-        return box[0]
-
-    def close(self) -> None:
-        if self.dist.is_initialized():
-            self.dist.destroy_process_group()
+from eval.report import write_results
+from eval.runner import run
+from eval.world import Ranks
+from lora.core.errors import describe, one_line
+from lora.core.noise import quiet_library_noise
 
 
 @dataclass
@@ -135,8 +75,6 @@ def rank_main(plan: RankPlan) -> int | None:
             torch.set_num_threads(plan.threads)
         if torch.cuda.is_available():
             torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
-        from eval.cli import quiet_library_noise, write_results
-        from eval.runner import run
 
         quiet_library_noise(keep_bitsandbytes=plan.keep_bitsandbytes)
         world = Ranks(plan.rank_timeout)
@@ -148,8 +86,6 @@ def rank_main(plan: RankPlan) -> int | None:
         write_results(results, plan.settings.out)
         return 1 if errors else 0
     except Exception as exc:  # noqa: BLE001 - one line for the parent, not a traceback
-        from eval.runner import describe
-
         _record_error(describe(exc))
         sys.exit(1)
     finally:
@@ -174,7 +110,6 @@ def failure_line(rank: int, processes: int, failure) -> str:
         msg = msg.get("message", "")
     if failure.exitcode is not None and failure.exitcode < 0:
         msg = f"killed by signal {-failure.exitcode} ({failure.signal_name()})"
-    from lora.errors import one_line
 
     return one_line(f"rank {rank} of {processes} failed: {msg or f'exit code {failure.exitcode}'}")
 

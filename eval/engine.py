@@ -25,7 +25,7 @@ what the base alone costs; auto does so for a bf16 base on the CPU, where peft's
 slower (docs/eval-benchmark.md).
 
 Precision (--precision auto|fp32|bf16, resolved by `eval_precision`): on the CPU, bf16 where it has bf16
-matmul instructions (AMX or AVX512-BF16; lora/precision.py), else fp32 — CPU half-precision matmuls are
+matmul instructions (AMX or AVX512-BF16; lora/core/precision.py), else fp32 — CPU half-precision matmuls are
 slow only on CPUs without them. On CUDA `auto` keeps the checkpoint's dtype.
 """
 from __future__ import annotations
@@ -37,6 +37,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+
+from lora.core.errors import UserError
+from lora.core.files import adapter_weights
+from lora.core.precision import choose
 
 
 @dataclass
@@ -61,10 +65,7 @@ class EvalPrecision:
 
 def eval_precision(requested: str, quant: int | None, cuda_bf16: bool | None, cpu) -> EvalPrecision:
     """requested: --precision; quant: --base-quant; cuda_bf16: None on a CPU machine, else whether the GPU does
-    bf16; cpu: lora.precision.CpuFacts (ignored on CUDA). UserError (exit 2) for a bf16 that cannot run."""
-    from lora.errors import UserError
-    from lora.precision import choose
-
+    bf16; cpu: lora.core.precision.CpuFacts (ignored on CUDA). UserError (exit 2) for a bf16 that cannot run."""
     if quant is not None:
         if requested != "auto":
             raise UserError(f"--precision {requested} is for full-precision bases; --base-quant {quant} sets the dtype")
@@ -88,7 +89,7 @@ def load_base(path: str, quant: int | None = None, dtype=None) -> Loaded:
     """Load tokenizer + model from a local folder, never the hub. quant: None = full precision on CPU
     (fp32 unless dtype says otherwise: eval passes eval_precision's choice) or the checkpoint's dtype on
     CUDA; 16 = bf16 (fp16 where bf16 is unsupported); 4/8 = bitsandbytes, as a 4/8-bit QLoRA base is loaded
-    for training. dtype (a torch dtype, quant None only) overrides the full-precision choice: lora/merge.py
+    for training. dtype (a torch dtype, quant None only) overrides the full-precision choice: lora/use/merge.py
     merges in fp32 on any device."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -319,8 +320,6 @@ class AdapterMismatch(Exception):
 
 
 def weight_keys(folder: Path) -> set[str]:
-    from lora.fsutil import adapter_weights
-
     weights = adapter_weights(folder)
     if weights is None:
         return set()
@@ -492,7 +491,7 @@ def _batch_cache(prefix_kv, rows: int):
 def generate(model, tokenizer, prompts: list[str], max_new_tokens: int, stop_at_newline: bool,
              batch_size: int, progress=None, streamer=None, prefix_cache: bool | None = None) -> tuple[list[str], GenStats]:
     """Greedy outputs (new text only, special tokens dropped) in the order of `prompts`. streamer (one
-    prompt only; lora/infer.py --chat): a transformers streamer that receives the tokens as they come.
+    prompt only; lora/use/infer.py --chat): a transformers streamer that receives the tokens as they come.
     prefix_cache: run the prompts' shared token prefix once and start every batch from its KV cache;
     None (auto): only for an fp32 model, where outputs are identical to no reuse (module docstring)."""
     from transformers import GenerationConfig, StoppingCriteriaList

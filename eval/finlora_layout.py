@@ -18,10 +18,11 @@ import shlex
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from eval.plots import tasks_png
 from eval.report import md_escape
-from lora.errors import UserError
-from lora.fsutil import REPO_ROOT
-from lora.registry import variant_name
+from lora.core.errors import UserError
+from lora.core.files import REPO_ROOT, read_json, require_file, stat_kind, write_atomic
+from lora.recipe.registry import variant_name
 
 # ---------------------------------------------------------------- FinLoRA's published table, as data
 
@@ -54,7 +55,7 @@ PUBLISHED_MODELS = {
 METHODS = ("8bits_r8", "4bits_r4", "8bits_r8_dora", "8bits_r8_rslora", "fp16_r8")  # FinLoRA's adapter columns
 PUBLISHED_HEADER = ["task", "model", "accuracy_pct", "f1_or_score"]
 
-# FinLoRA's adapter-folder naming (lora/registry.py Entry.variant writes the same), found in a row name or path.
+# FinLoRA's adapter-folder naming (lora/recipe/registry.py Entry.variant writes the same), found in a row name or path.
 VARIANT_RE = re.compile(r"(?<![A-Za-z0-9])(4bits|8bits|fp16)_r(\d+)(_dora|_rslora)?(?![A-Za-z0-9])")
 
 # Our metric -> (label, factor to the printed scale, decimals). Accuracy is printed in % as FinLoRA prints
@@ -189,7 +190,7 @@ class Method:
 
 
 def variant_from_entry(entry) -> str | None:
-    """The variant the training entry names (lora/registry.py variant_name, Entry.variant's rule), or None when the
+    """The variant the training entry names (lora/recipe/registry.py variant_name, Entry.variant's rule), or None when the
     entry does not say (no run.json, or keys of the wrong type)."""
     if not isinstance(entry, dict):
         return None
@@ -547,8 +548,6 @@ OUTPUTS = (TABLE_MD, TABLE_CSV, TASKS_PNG)
 
 def read_results(out: Path) -> dict:
     """OUT/results.json, checked to be ours; every problem is one UserError naming the file."""
-    from lora.files import read_json, stat_kind
-
     path = out / RESULTS_JSON
     kind = stat_kind(path, RESULTS_JSON)
     if kind == "missing":
@@ -563,8 +562,6 @@ def read_results(out: Path) -> dict:
 
 
 def read_published(path: Path = PUBLISHED_CSV) -> dict[tuple[str, str], dict[str, float]]:
-    from lora.files import require_file
-
     require_file(path, "published results")
     try:
         text = path.read_bytes().decode("utf-8")
@@ -575,9 +572,6 @@ def read_published(path: Path = PUBLISHED_CSV) -> dict[tuple[str, str], dict[str
 
 def write_report(out: Path, results: dict, argv: list[str]) -> str:
     """Write finlora_table.md / .csv / finlora_tasks.png into out (each atomically); returns the markdown."""
-    from eval.plots import tasks_png
-    from lora.fsutil import write_atomic
-
     table = build_table(results, read_published())
     command = shlex.join(argv)
     made_by = shlex.join(results.get("command") or []) or "?"

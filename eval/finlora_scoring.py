@@ -23,7 +23,8 @@ from __future__ import annotations
 import math
 
 from eval import metrics as M
-from lora.errors import did_you_mean
+from eval.bertscore import bertscore_prf
+from lora.core.errors import did_you_mean
 
 SCORING_MODES = ("standard", "finlora")
 ANSWER_CUE = "Answer:"  # FinLoRA's inference(..., delimiter="Answer:")
@@ -143,7 +144,6 @@ def score_bertscore(answers: list[str], targets: list[str], labels: list[str] | 
     metrics: dict = {"n": len(answers)}
     if not answers:
         return metrics, []
-    from eval.bertscore import bertscore_prf
 
     prf = bertscore_prf(answers, targets, encoder)
     for i, name in enumerate(("bertscore_precision", "bertscore_recall", "bertscore_f1")):

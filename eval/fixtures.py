@@ -5,7 +5,7 @@
 
 The LoRA B matrices are set to small seeded random values (peft initialises B to zero, which would make
 the adapter a no-op), so each adapter changes the model a little, deterministically. run.json is always
-written through RunRecord (lora/run_record.py), the contract training writes, never by hand.
+written through RunRecord (lora/core/run_record.py), the contract training writes, never by hand.
 """
 from __future__ import annotations
 
@@ -14,9 +14,10 @@ import json
 import sys
 from pathlib import Path
 
-from lora.fsutil import REPO_ROOT, repo_relative, write_json_atomic
-from lora.prompts import prompt_format_record
-from lora.run_record import RunRecord
+from lora.core.base_model import ensure_base_model
+from lora.core.files import REPO_ROOT, repo_relative, write_json_atomic
+from lora.core.prompts import prompt_format_record
+from lora.core.run_record import RunRecord
 
 BUNDLED_REF = "models/base_model/smollm2-135m-instruct"
 SIX_TASKS = ("fpb", "tfns", "ner", "formula", "xbrl_term", "financebench")
@@ -71,14 +72,12 @@ def make_tiny_adapter(out_dir: Path | str, base_path: Path | str | None = None, 
     """Write adapter_config.json + adapter_model.safetensors (+ run.json unless prompt_format is None).
     use_dora / use_rslora: the peft variants FinLoRA trains (DoRA's magnitude vector is perturbed too, so a
     merge that ignored it would show). quant_bits: written into run.json's entry as training writes it
-    (the weights are the same; lora/merge.py then takes the 4/8-bit base as the reference)."""
+    (the weights are the same; lora/use/merge.py then takes the 4/8-bit base as the reference)."""
     import torch
     from peft import LoraConfig, get_peft_model
     from transformers import AutoModelForCausalLM
 
     if base_path is None:
-        from lora.base_model import ensure_base_model
-
         base_path = ensure_base_model(quiet=True)
     out_dir = Path(out_dir)
     model = AutoModelForCausalLM.from_pretrained(str(base_path), local_files_only=True, dtype=torch.float32)

@@ -7,16 +7,19 @@ from __future__ import annotations
 import csv
 import io
 import math
+import sys
+from pathlib import Path
 
 from eval.kinds import KINDS
 from eval.tasks import TaskData
-from lora.fsutil import utc_now_iso
+from lora.core.compute import ComputeRecord, human_bytes
+from lora.core.files import utc_now_iso, write_atomic, write_json_atomic
 
 
 def build_results(rows, datas: dict[str, TaskData], group_facts: list[dict], settings, versions: dict,
                   seconds: float, compute: dict | None = None) -> dict:
     """rows: eval.runner.Row objects (name, kind, group, adapter, error, results); settings: runner.Settings.
-    compute: lora.compute.ComputeRecord as JSON (what this run used; absent in results.json before it)."""
+    compute: lora.core.compute.ComputeRecord as JSON (what this run used; absent in results.json before it)."""
     tasks = {
         name: {"kind": d.task.kind.name, "headline": d.task.headline, "labels": list(d.labels) if d.labels else None,
                "data": str(d.task.data), "data_sha256": d.sha256, "n": len(d.rows),
@@ -177,12 +180,11 @@ def to_markdown(results: dict) -> str:
 
 
 def _compute_lines(rec: dict | None) -> list[str]:
-    """What the run used, per phase (lora/compute.py); nothing for a results.json written before it."""
+    """What the run used, per phase (lora/core/compute.py); nothing for a results.json written before it."""
     if not rec:
         return []
     from pydantic import ValidationError
 
-    from lora.compute import ComputeRecord, human_bytes
 
     try:
         c = ComputeRecord.model_validate(rec)
@@ -247,3 +249,12 @@ def _n_used(results: dict, task: str) -> int:
         if res and "metrics" in res:
             return res["metrics"]["n"]
     return min(results["tasks"][task]["n"], results["settings"]["limit"] or results["tasks"][task]["n"])
+
+
+def write_results(results: dict, out: Path) -> None:
+    write_json_atomic(out / "results.json", results)
+    write_atomic(out / "results.csv", to_csv(results))
+    markdown = to_markdown(results)
+    write_atomic(out / "results.md", markdown)
+    print(markdown)
+    print(f"wrote {out}/results.md, results.csv, results.json, predictions/", file=sys.stderr)

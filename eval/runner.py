@@ -26,14 +26,15 @@ from pathlib import Path
 
 from eval import report
 from eval import shards as sharding
+from eval.bertscore import bertscore
 from eval.discovery import ADAPTER_CONFIG, NO_BASE, Adapter, Group, prompt_for, slugify
-from eval.distributed import RankLost, Solo
 from eval.shots import TaskShots
 from eval.tasks import TaskData
-from lora import compute
-from lora.errors import one_line
-from lora.fsutil import adapter_weights, library_versions, sha256_file, utc_now_iso, write_atomic, write_json_atomic
-from lora.prompts import PROMPT_FORMATS, apply
+from eval.world import RankLost, Solo
+from lora.core import compute
+from lora.core.errors import describe
+from lora.core.files import adapter_weights, library_versions, sha256_file, utc_now_iso, write_atomic, write_json_atomic
+from lora.core.prompts import PROMPT_FORMATS, apply
 
 # bump when generation or metric rules change: finished pairs are then redone.
 # 2: FinLoRA's answer budgets (fpb 10, ...), entity/exact kinds, --scoring finlora.
@@ -209,11 +210,6 @@ def load_finished(path: Path, fp: dict) -> dict | None:
     return done if isinstance(done, dict) and done.get("fingerprint") == fp else None
 
 
-def describe(exc: BaseException) -> str:
-    """An exception as one line, for error rows and `error:` lines."""
-    return one_line(f"{type(exc).__name__}: {exc}".rstrip(": "))
-
-
 def _generate(model, tokenizer, prompts: list[str], pair: Pair, data: TaskData, settings: Settings):
     from tqdm import tqdm
 
@@ -245,7 +241,6 @@ def score_outputs(data: TaskData, outputs: list[str], bertscore_model: str | Non
         for r, a in zip(per_row, answers, strict=True):
             r["answer"] = a
     if data.task.kind.free_text and bertscore_model:
-        from eval.bertscore import bertscore
         from eval.metrics import bootstrap_mean
 
         f1s = bertscore(outputs, targets, bertscore_model)
@@ -503,7 +498,7 @@ def run(groups: list[Group], datas: dict[str, TaskData], settings: Settings,
     many = sum(1 for g in groups if g.base.error is None) > 1
     all_rows: list[Row] = []
     group_facts: list[dict] = []
-    # Peak RSS / GPU memory, CPU / GPU use and wall time per phase (base load, generate, scoring): lora/compute.py.
+    # Peak RSS / GPU memory, CPU / GPU use and wall time per phase (base load, generate, scoring): lora/core/compute.py.
     # With several processes each samples its own; rank 0's record is the one written.
     with compute.Sampler() as sampler:
         for group in groups:

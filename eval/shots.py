@@ -26,9 +26,9 @@ from dataclasses import dataclass, field
 from functools import cached_property
 
 from eval.tasks import Task, TaskData
-from lora.errors import UserError
-from lora.fsutil import repo_relative, sha256_file
-from lora.jsonl import read_jsonl
+from lora.core.errors import UserError
+from lora.core.files import repo_relative, sha256_file
+from lora.core.jsonl import read_jsonl
 
 DEFAULT_SEED = 0
 

@@ -15,10 +15,10 @@ from pathlib import Path
 from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr, ValidationError
 
 from eval.kinds import ENCODER_HEADLINE, FINLORA_KINDS, KINDS, Kind
-from lora.errors import UserError, did_you_mean
-from lora.files import read_json, require_file, unique_keys, user_path, user_path_in
-from lora.fsutil import repo_relative, sha256_file
-from lora.jsonl import read_jsonl
+from lora.core.errors import UserError, did_you_mean
+from lora.core.files import read_json, repo_relative, require_file, sha256_file, unique_keys, user_path, user_path_in
+from lora.core.jsonl import read_jsonl
+from lora.core.prompts import PROMPT_FORMATS
 
 DEFAULT_REGISTRY = Path(__file__).resolve().parent / "tasks.json"
 # pairs/<task>.json and predictions/<row>/<task>.jsonl: a name like "../../x" would write outside --out.
@@ -143,8 +143,6 @@ def parse_entry(name: str, raw: object, base_dir: Path, source: str) -> Task:
     if headline not in kind.metrics:
         raise UserError(f"{where}: key 'headline': must be one of {', '.join(kind.metrics)}, got {headline!r}")
     if entry.prompt_format is not None:
-        from lora.prompts import PROMPT_FORMATS
-
         if entry.prompt_format not in PROMPT_FORMATS:
             raise UserError(f"{where}: key 'prompt_format': unknown {entry.prompt_format!r} "
                             f"(known: {', '.join(PROMPT_FORMATS)}){did_you_mean(entry.prompt_format, PROMPT_FORMATS)}")

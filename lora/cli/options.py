@@ -1,0 +1,141 @@
+"""Options that several verbs share, defined once: the registry, the run name, the machine, the price, SkyPilot,
+queues. A verb adds the groups it takes; a flag a verb does not take is simply unknown to it (exit 2).
+
+    finlora train sentiment_smollm2_cpu --cpu-processes 2 --precision fp32
+    finlora plan formula_llama_3_1_8b_8bits_r8 --profile h100x1 --usd-per-gpu-hour 2.5
+
+Numbers are checked where they are parsed (a port of 70000, --gpus 0, a price of nan): one line, exit 2.
+"""
+from __future__ import annotations
+
+import argparse
+import math
+from argparse import Namespace
+from pathlib import Path
+
+from lora.core.errors import UserError
+from lora.core.precision import REQUESTS
+from lora.pod.sky import STORES
+from lora.recipe.render import DEFAULT_ADAPTERS_DIR, DEFAULT_RECIPES_DIR, DEFAULT_REGISTRY
+from lora.recipe.sweep import MAX_RUNS_WITHOUT_YES
+from lora.train.launch import LaunchRequest
+
+
+def bounded(low: int, high: int):
+    """An argparse type: an integer in [low, high]."""
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"invalid int value: {text!r}") from None
+        if value < low:
+            raise argparse.ArgumentTypeError(f"{value}: give at least {low}")
+        if value > high:
+            raise argparse.ArgumentTypeError(f"{value}: give at most {high}")
+        return value
+    parse.__name__ = "int"
+    return parse
+
+
+def non_negative_float(what: str):
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"invalid float value: {text!r}") from None
+        if not (math.isfinite(value) and value >= 0):
+            raise argparse.ArgumentTypeError(f"{text}: give {what}, 0 or more")
+        return value
+    parse.__name__ = "float"
+    return parse
+
+
+def add_registry(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--config-json", "--config", dest="config_json", type=Path, default=DEFAULT_REGISTRY,
+                   help="registry file (default: finetune_configs.json); FinLoRA's files work unchanged")
+    p.add_argument("--recipes-dir", type=Path, default=DEFAULT_RECIPES_DIR, help=argparse.SUPPRESS)
+    p.add_argument("--adapters-dir", type=Path, default=DEFAULT_ADAPTERS_DIR, help=argparse.SUPPRESS)
+
+
+def add_name(p: argparse.ArgumentParser) -> None:
+    p.add_argument("name", nargs="?", help="run name from the registry (finlora list)")
+    p.add_argument("--run_name", "--run-name", dest="run_name", help=argparse.SUPPRESS)  # FinLoRA's old flag
+
+
+def run_name(args: Namespace) -> str:
+    """The positional name, or FinLoRA's --run_name; given twice it must agree."""
+    if args.run_name and args.name and args.run_name != args.name:
+        raise UserError("give the run name once (positional or --run_name)")
+    name = args.name or args.run_name
+    if not name:
+        raise UserError("a run name is required (finlora list shows them)")
+    return name
+
+
+def add_machine(p: argparse.ArgumentParser, *, multi_node: bool = True, precision: bool = True,
+                profile: bool = True) -> None:
+    g = p.add_argument_group("this machine")
+    if profile:
+        g.add_argument("--profile", help="hardware profile for this launch instead of the entry's (docs/pods.md); "
+                                         "`auto`: this machine's GPUs")
+    g.add_argument("--zero", type=int, choices=(1, 2, 3), help="DeepSpeed ZeRO stage (overrides the entry)")
+    g.add_argument("--gpus", type=bounded(1, 1024), help="GPUs to use on this machine (default: all visible)")
+    g.add_argument("--cpu-processes", type=bounded(1, 1024), default=1,
+                   help="cpu entries: training processes on this machine (torchrun, gloo; default 1)")
+    if precision:
+        g.add_argument("--precision", choices=REQUESTS, default="auto",
+                       help="cpu entries: bf16 where the CPU has bf16 matmuls (AMX/AVX512-BF16), else fp32 "
+                            "(default auto; lora/core/precision.py)")
+    if multi_node:
+        add_nodes(g, rank=True)
+
+
+def add_nodes(g, *, rank: bool) -> None:
+    g.add_argument("--num-machines", type=bounded(1, 4096), default=1, help="machines in a multi-node run")
+    if rank:
+        g.add_argument("--machine-rank", type=bounded(0, 4095), help="this machine's rank (0 = main) in a multi-node run")
+        g.add_argument("--main-process-ip", help="IP of the rank-0 machine in a multi-node run")
+        g.add_argument("--main-process-port", type=bounded(1, 65535), help="port on the rank-0 machine (default 29500)")
+
+
+def add_price(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--usd-per-gpu-hour", type=non_negative_float("a price in US dollars"),
+                   help="price per GPU-hour for the cost estimate (default: the profile's, $0.26 for an A5000)")
+
+
+def add_sky(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("rented GPUs through SkyPilot (docs/cloud.md)")
+    g.add_argument("--cloud", help="runpod, lambda, vast, aws, gcp, azure, kubernetes, … (SkyPilot's infra, "
+                                   "cloud[/region]; default: the cheapest it finds)")
+    g.add_argument("--spot", action="store_true",
+                   help="a managed spot job (preemption: new machine, same command, resumes)")
+    g.add_argument("--bucket", help="bucket that keeps the adapters and checkpoints")
+    g.add_argument("--store", choices=STORES, help="with --bucket: its object store (default: the cloud's)")
+    g.add_argument("--volume", help="SkyPilot volume that keeps the adapters (instead of --bucket)")
+    g.add_argument("--down", action="store_true",
+                   help="delete the machine when training ends (default: after 30 idle minutes, deleted with "
+                        "--bucket/--volume, else stopped with its disk)")
+
+
+def add_queue(p: argparse.ArgumentParser) -> None:
+    q = p.add_argument_group("the queue (docs/queue.md)")
+    q.add_argument("--queue-name", help="the queue's folder under lora_adapters/queues/ (default: from the command)")
+    q.add_argument("--eval", dest="eval_mode", choices=("after", "end", "none"), default="after",
+                   help="evaluate each adapter on its tasks after its run (default), all at the end, or not")
+    q.add_argument("--eval-limit", type=bounded(1, 10**9), metavar="N",
+                   help="finlora eval --limit N (first N rows per task)")
+    q.add_argument("--stop-on-error", action="store_true", help="stop the queue at the first failed run")
+    q.add_argument("--lock-wait", type=non_negative_float("seconds"), metavar="SECONDS",
+                   help="how long to wait for a run another launch holds (default: as long as it takes)")
+    q.add_argument("--yes", action="store_true", help=f"allow a sweep of more than {MAX_RUNS_WITHOUT_YES} runs")
+    q.add_argument("--dry-run", action="store_true", help="print every run's plan; train nothing")
+    q.add_argument("--on-finish", nargs=argparse.REMAINDER, metavar="CMD",
+                   help="last flag: run CMD (an argv, no shell) when the queue ends, whatever its outcome")
+
+
+def launch_request(args: Namespace, name: str) -> LaunchRequest:
+    """The verb's flags as the launch's typed request; flags a verb does not take keep the request's defaults."""
+    given = {k: getattr(args, k) for k in ("zero", "profile", "gpus", "cpu_processes", "num_machines", "machine_rank",
+                                           "main_process_ip", "main_process_port", "fresh", "dry_run", "precision",
+                                           "recipes_dir", "adapters_dir") if hasattr(args, k)}
+    return LaunchRequest(name=name, **given)
