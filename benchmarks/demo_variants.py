@@ -101,7 +101,7 @@ def prepare(out: Path) -> dict[str, dict]:
 
 def commands(out: Path, variants: list[str]) -> list[list[str]]:
     py, tasks = sys.executable, f"fpb{SAMPLE},tfns{SAMPLE}"
-    # recipes and adapters under --out: recipes/ holds only the registry's own (tests/test_render.py checks it)
+    # recipes and adapters under --out: recipes/ holds only the registry's own (tests/recipe/test_render.py checks it)
     cmds = [[py, "finetune.py", "--config-json", str(out / "variants.json"), name, "--recipes-dir", str(out / "recipes"),
              "--adapters-dir", str(out / "adapters")] for name in variants]
     shipped = REPO / "lora_adapters" / "sentiment_smollm2_cpu"  # scored beside the variants once make demo trained it

@@ -130,8 +130,8 @@ OUR_SIDES = {
 def run_ours(adapters_dir: Path, out: Path, tasks: str, limit: int, flags: list[str]) -> tuple[dict, float, str]:
     """`python -m eval … --scoring finlora` in this process. Returns ({(adapter folder, task): {"answers",
     "seconds", "outputs"}}, wall seconds, the precision eval used)."""
-    from eval.cli import main as eval_main
     from eval.discovery import discover
+    from lora.cli.shims import eval_main
 
     t0 = time.monotonic()
     code = eval_main([str(adapters_dir), "--scoring", "finlora", "--tasks", tasks, "--limit", str(limit), "--no-base",

@@ -40,7 +40,7 @@ REPO = Path(__file__).resolve().parent.parent
 TOKENIZER_DIR = REPO / "models" / "base_model" / "smollm2-135m-instruct"
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "chat_template.jinja")
 DATASET = REPO / "data" / "train" / "fpb_train.jsonl"
-# What the GPU machine lacks (issue 10): these five, plus what `import axolotl.cli.train, axolotl.train, lora.cli.finetune,
+# What the GPU machine lacks (issue 10): these five, plus what `import axolotl.cli.train, axolotl.train, lora.cli.verbs.train,
 # eval.engine` needs beyond torch/transformers/accelerate/peft and their requirements (found on the CPU machine
 # in a venv holding only those, adding each missing module until the import worked), pinned to the versions
 # tested here. Not carried, because the GPU image already has them (the device tool's KINDS.md package list,
@@ -367,7 +367,7 @@ def environment() -> dict:
 
 def import_probe() -> dict:
     """Does the training path import? If not, the module that is missing (the next wheel to carry)."""
-    code, text, _ = run([sys.executable, "-c", "import axolotl.cli.train, axolotl.train, lora.cli.finetune, eval.engine"],
+    code, text, _ = run([sys.executable, "-c", "import axolotl.cli.train, axolotl.train, lora.cli.verbs.train, eval.engine"],
                         dict(os.environ), 300)
     missing = re.findall(r"No module named '([\w.]+)'", text)
     return {"ok": code == 0, "missing": missing[-1] if missing else None, "error_tail": None if code == 0 else tail(text, 8)}

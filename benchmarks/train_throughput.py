@@ -145,8 +145,8 @@ def run(args, argv: list[str] | None) -> int:
 
     from lora.core.base_model import ensure_base_model
     from lora.core.files import write_atomic, write_json_atomic
-    from lora.estimate.constants import PACKING_EFFICIENCY
     from lora.core.prompts import PROMPT_FORMATS
+    from lora.estimate.constants import PACKING_EFFICIENCY
     from lora.recipe.registry import parse_entry
 
     base = str(ensure_base_model(quiet=True))

@@ -14,7 +14,7 @@ generate() call, i.e. once per (model or adapter, task), and each batch starts f
 (generate appends to the cache it is given). Left padding would put pads before the prefix, so a batch is laid
 out as [prefix][pads][suffix] with attention mask 1…1 0…0 1…1: transformers numbers positions by the mask's
 cumulative sum, so every suffix token keeps the position it has without reuse. In fp32 the greedy outputs are
-identical with and without reuse (tests/test_eval_prefix_cache.py, bundled model, fpb and ner, batch 1 and 8,
+identical with and without reuse (tests/eval/test_prefix_cache.py, bundled model, fpb and ner, batch 1 and 8,
 base and adapter). In bf16 they are not always: the prefix computed alone rounds differently from the prefix
 computed inside a padded batch, and one bundled-model output in 32 diverged after 8 tokens; so `auto` reuses
 only for fp32 models, and `--prefix-cache on` in bf16 trades identity for the saving.

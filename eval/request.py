@@ -4,7 +4,7 @@ k-shot examples, precision, and how many processes evaluate.
     finlora eval lora_adapters/ --dry-run     # prints what these functions decided, loads nothing
 
 Everything that can be wrong with the input is found here (one `error:` line, exit 2), not after hours of
-generation. The `eval` verb (lora/cli/eval.py) calls these in order, then eval/runner.py runs the plan.
+generation. The `eval` verb (lora/cli/verbs/eval.py) calls these in order, then eval/runner.py runs the plan.
 """
 from __future__ import annotations
 

@@ -8,7 +8,7 @@ rank generates holds the same rows, left-padded to the same width, as in the one
 computation, hence the same outputs, whatever the number of processes. Batches go to the rank with the
 fewest tokens so far (largest batch first), where a batch costs its padded prompt tokens plus its answer
 budget (rows × (width + max_new_tokens)): prompts differ 5× in length between tasks and several-fold within
-one, so equal row counts would not finish together. No torch here: tested fast (tests/test_eval_distributed.py).
+one, so equal row counts would not finish together. No torch here: tested fast (tests/eval/test_distributed.py).
 """
 from __future__ import annotations
 

@@ -56,8 +56,8 @@ def workspace(tmp_path):
 
 def fake_machine(count: int, **overrides):
     """The pre-flight's facts of a healthy pod with `count` A5000s (20 GiB free each), model cached."""
-    from lora.train.preflight import MachineFacts
     from lora.recipe.profiles import GpuInfo
+    from lora.train.preflight import MachineFacts
 
     facts = dict(torch_version="2.11.0+cu128", torch_cuda="12.8", driver_cuda="12.8", cuda_available=count > 0,
                  gpus=tuple(GpuInfo(name="NVIDIA RTX A5000", total_gib=23.6, free_gib=20.0) for _ in range(count)),
@@ -71,8 +71,8 @@ def fake_child(monkeypatch):
 
     Set `.result` (a ChildResult) and `.gpus` (CUDA GPUs "found") before calling the CLI.
     """
-    from lora.train import launch as launch_plan
     from lora.core.process import ChildResult
+    from lora.train import launch as launch_plan
 
     class FakeChild:
         calls: list[dict] = []

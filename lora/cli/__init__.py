@@ -18,6 +18,7 @@ import importlib
 import sys
 from argparse import Namespace
 
+from lora.cli.options import check_numbers
 from lora.core.errors import OneLineParser, UserError, did_you_mean
 
 PROG = "finlora"
@@ -57,7 +58,7 @@ def verb_module(verb: str):
     if verb not in VERBS:
         raise UserError(f"unknown verb {verb!r}{did_you_mean(verb, VERBS)} (see {PROG} --help)")
     # Imported on use: the eval and use verbs pull in numpy/torch, which `finlora list` must not pay for.
-    return importlib.import_module(f"lora.cli.{verb}")
+    return importlib.import_module(f"lora.cli.verbs.{verb}")
 
 
 def parse(argv: list[str], invocation: tuple[str, ...] | None = None) -> Namespace:
@@ -69,6 +70,7 @@ def parse(argv: list[str], invocation: tuple[str, ...] | None = None) -> Namespa
     module.register(parser)
     parse_with = parser.parse_intermixed_args if getattr(module, "INTERMIXED", False) else parser.parse_args
     args = parse_with(rest)
+    check_numbers(args)
     args.verb = verb
     args.invocation = invocation or (PROG, *argv)
     return args

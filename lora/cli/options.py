@@ -20,34 +20,32 @@ from lora.recipe.render import DEFAULT_ADAPTERS_DIR, DEFAULT_RECIPES_DIR, DEFAUL
 from lora.recipe.sweep import MAX_RUNS_WITHOUT_YES
 from lora.train.launch import LaunchRequest
 
-
-def bounded(low: int, high: int):
-    """An argparse type: an integer in [low, high]."""
-    def parse(text: str) -> int:
-        try:
-            value = int(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"invalid int value: {text!r}") from None
-        if value < low:
-            raise argparse.ArgumentTypeError(f"{value}: give at least {low}")
-        if value > high:
-            raise argparse.ArgumentTypeError(f"{value}: give at most {high}")
-        return value
-    parse.__name__ = "int"
-    return parse
+FLAG_RANGES = {  # flag: (attribute, lowest, highest); checked after parsing, for the verbs that take the flag
+    "--gpus": ("gpus", 1, 1024),
+    "--cpu-processes": ("cpu_processes", 1, 1024),
+    "--num-machines": ("num_machines", 1, 4096),
+    "--machine-rank": ("machine_rank", 0, 4095),
+    "--main-process-port": ("main_process_port", 1, 65535),
+}
 
 
-def non_negative_float(what: str):
-    def parse(text: str) -> float:
-        try:
-            value = float(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"invalid float value: {text!r}") from None
-        if not (math.isfinite(value) and value >= 0):
-            raise argparse.ArgumentTypeError(f"{text}: give {what}, 0 or more")
-        return value
-    parse.__name__ = "float"
-    return parse
+def check_numbers(args: Namespace) -> None:
+    """Numbers argparse accepted as ints or floats but that mean nothing (a port of 70000, $nan)."""
+    for flag, (attr, low, high) in FLAG_RANGES.items():
+        value = getattr(args, attr, None)
+        if value is not None and value < low:
+            raise UserError(f"{flag} {value}: give at least {low}")
+        if value is not None and value > high:
+            raise UserError(f"{flag} {value}: give at most {high}")
+    price = getattr(args, "usd_per_gpu_hour", None)
+    if price is not None and not (math.isfinite(price) and price >= 0):
+        raise UserError(f"--usd-per-gpu-hour {price}: give a price of 0 or more, in US dollars")
+    limit = getattr(args, "eval_limit", None)
+    if limit is not None and limit < 1:
+        raise UserError(f"--eval-limit {limit}: give a positive number of rows")
+    wait = getattr(args, "lock_wait", None)
+    if wait is not None and not (math.isfinite(wait) and wait >= 0):
+        raise UserError(f"--lock-wait {wait}: give seconds, 0 or more")
 
 
 def add_registry(p: argparse.ArgumentParser) -> None:
@@ -79,8 +77,8 @@ def add_machine(p: argparse.ArgumentParser, *, multi_node: bool = True, precisio
         g.add_argument("--profile", help="hardware profile for this launch instead of the entry's (docs/pods.md); "
                                          "`auto`: this machine's GPUs")
     g.add_argument("--zero", type=int, choices=(1, 2, 3), help="DeepSpeed ZeRO stage (overrides the entry)")
-    g.add_argument("--gpus", type=bounded(1, 1024), help="GPUs to use on this machine (default: all visible)")
-    g.add_argument("--cpu-processes", type=bounded(1, 1024), default=1,
+    g.add_argument("--gpus", type=int, help="GPUs to use on this machine (default: all visible)")
+    g.add_argument("--cpu-processes", type=int, default=1,
                    help="cpu entries: training processes on this machine (torchrun, gloo; default 1)")
     if precision:
         g.add_argument("--precision", choices=REQUESTS, default="auto",
@@ -91,15 +89,15 @@ def add_machine(p: argparse.ArgumentParser, *, multi_node: bool = True, precisio
 
 
 def add_nodes(g, *, rank: bool) -> None:
-    g.add_argument("--num-machines", type=bounded(1, 4096), default=1, help="machines in a multi-node run")
+    g.add_argument("--num-machines", type=int, default=1, help="machines in a multi-node run")
     if rank:
-        g.add_argument("--machine-rank", type=bounded(0, 4095), help="this machine's rank (0 = main) in a multi-node run")
+        g.add_argument("--machine-rank", type=int, help="this machine's rank (0 = main) in a multi-node run")
         g.add_argument("--main-process-ip", help="IP of the rank-0 machine in a multi-node run")
-        g.add_argument("--main-process-port", type=bounded(1, 65535), help="port on the rank-0 machine (default 29500)")
+        g.add_argument("--main-process-port", type=int, help="port on the rank-0 machine (default 29500)")
 
 
 def add_price(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--usd-per-gpu-hour", type=non_negative_float("a price in US dollars"),
+    p.add_argument("--usd-per-gpu-hour", type=float,
                    help="price per GPU-hour for the cost estimate (default: the profile's, $0.26 for an A5000)")
 
 
@@ -122,10 +120,10 @@ def add_queue(p: argparse.ArgumentParser) -> None:
     q.add_argument("--queue-name", help="the queue's folder under lora_adapters/queues/ (default: from the command)")
     q.add_argument("--eval", dest="eval_mode", choices=("after", "end", "none"), default="after",
                    help="evaluate each adapter on its tasks after its run (default), all at the end, or not")
-    q.add_argument("--eval-limit", type=bounded(1, 10**9), metavar="N",
+    q.add_argument("--eval-limit", type=int, metavar="N",
                    help="finlora eval --limit N (first N rows per task)")
     q.add_argument("--stop-on-error", action="store_true", help="stop the queue at the first failed run")
-    q.add_argument("--lock-wait", type=non_negative_float("seconds"), metavar="SECONDS",
+    q.add_argument("--lock-wait", type=float, metavar="SECONDS",
                    help="how long to wait for a run another launch holds (default: as long as it takes)")
     q.add_argument("--yes", action="store_true", help=f"allow a sweep of more than {MAX_RUNS_WITHOUT_YES} runs")
     q.add_argument("--dry-run", action="store_true", help="print every run's plan; train nothing")

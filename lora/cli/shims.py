@@ -21,7 +21,6 @@ from lora.cli import overview, run
 # finetune.py's mode flag -> verb, in the order the old single parser let them win
 FINETUNE_MODES = (("--list", "list"), ("--queue", "queue"), ("--match", "queue"), ("--sweep", "sweep"),
                   ("--sky", "sky"), ("--plan", "plan"), ("--check", "check"))
-DROPPED = {"--list", "--queue", "--sweep", "--sky", "--plan", "--check"}  # the verb says it; --match stays an option
 
 
 def finetune_verb(argv: list[str]) -> list[str]:
@@ -29,11 +28,12 @@ def finetune_verb(argv: list[str]) -> list[str]:
     cut = argv.index("--on-finish") if "--on-finish" in argv else len(argv)
     head, tail = argv[:cut], argv[cut:]
     given = {a.split("=", 1)[0] for a in head if a.startswith("--")}
-    verb = next((v for flag, v in FINETUNE_MODES if flag in given), "train")
+    mode, verb = next(((flag, v) for flag, v in FINETUNE_MODES if flag in given), (None, "train"))
+    dropped = () if mode == "--match" else (mode,)  # the verb says it; another mode flag is refused by the verb
     kept = []
     for a in head:
         flag, eq, value = a.partition("=")
-        if flag in DROPPED:
+        if flag in dropped:
             if eq and flag in ("--queue", "--sweep"):
                 kept.append(value)  # --queue=a, --sweep=k=v: their one value stays, as a positional
             continue

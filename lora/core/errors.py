@@ -43,4 +43,7 @@ class OneLineParser(argparse.ArgumentParser):
     """argparse's errors as the project's: a UserError (one `error:` line, exit code 2, no usage block)."""
 
     def error(self, message: str):
+        unknown = message.removeprefix("unrecognized arguments: ")
+        if unknown != message:  # a flag another verb takes, or a typo: say which command refused it
+            raise UserError(f"{self.prog} does not take {unknown} (see {self.prog} --help)")
         raise UserError(f"{message} (see {self.prog} --help)")

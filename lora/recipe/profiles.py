@@ -112,7 +112,7 @@ PROFILES: dict[str, HardwareProfile] = {
             num_gpus=0,
             bf16=False,
             # packing with SDPA: axolotl drops the padding mask and transformers builds a block-diagonal
-            # mask from the position ids (tests/test_packing_sdpa.py: each packed row's loss = its loss alone)
+            # mask from the position ids (tests/train/test_packing_sdpa.py: each packed row's loss = its loss alone)
             attn_implementation="sdpa",
             sample_packing=True,
             gradient_checkpointing=False,

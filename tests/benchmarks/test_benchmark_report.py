@@ -1,6 +1,6 @@
 """benchmarks/report.py: a benchmark's summary printed, written with --json, its work folder kept or removed.
 
-    .venv/bin/python -m pytest tests/test_benchmark_report.py -q
+    .venv/bin/python -m pytest tests/benchmarks/test_benchmark_report.py -q
 """
 from __future__ import annotations
 

@@ -1,6 +1,6 @@
 """benchmarks/demo_variants.py: the balanced, varied training file of the demo's variants (pure, fast).
 
-    .venv/bin/python -m pytest tests/test_demo_variants.py -q
+    .venv/bin/python -m pytest tests/benchmarks/test_demo_variants.py -q
 """
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from pathlib import Path
 
 from benchmarks.demo_variants import WORDINGS, balanced_varied, main, wilson
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 
 
 def test_balanced_varied_resamples_every_label_to_the_middle_class_and_varies_the_wording():

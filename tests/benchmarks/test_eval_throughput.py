@@ -1,6 +1,6 @@
 """benchmarks/eval_throughput.py, its pure parts: FinLoRA's answer extraction, parsed-answer agreement and token counting.
 
-    .venv/bin/python -m pytest tests/test_eval_throughput.py -q
+    .venv/bin/python -m pytest tests/benchmarks/test_eval_throughput.py -q
 """
 from __future__ import annotations
 

@@ -1,6 +1,6 @@
 """benchmarks/flops.py: useful generation FLOPs against a hand computation on the bundled model's numbers.
 
-    .venv/bin/python -m pytest tests/test_flops.py -q
+    .venv/bin/python -m pytest tests/benchmarks/test_flops.py -q
 """
 from __future__ import annotations
 

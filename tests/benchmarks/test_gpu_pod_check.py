@@ -1,6 +1,6 @@
 """benchmarks/gpu_pod_check.py, the parts that run without a GPU: variants, entries, parsing, the report.
 
-    .venv/bin/python -m pytest tests/test_gpu_pod_check.py -q
+    .venv/bin/python -m pytest tests/benchmarks/test_gpu_pod_check.py -q
 """
 from __future__ import annotations
 

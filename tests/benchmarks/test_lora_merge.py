@@ -1,6 +1,6 @@
 """benchmarks/lora_merge.py: bad input is one line and exit 2 (fast); a smoke run on two rows (slow).
 
-    .venv/bin/python -m pytest tests/test_lora_merge.py -q
+    .venv/bin/python -m pytest tests/benchmarks/test_lora_merge.py -q
 """
 from __future__ import annotations
 

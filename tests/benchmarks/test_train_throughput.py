@@ -1,6 +1,6 @@
 """benchmarks/train_throughput.py, its pure parts: row accounting, useful rows, the trainer's runtime, the entries.
 
-    .venv/bin/python -m pytest tests/test_train_throughput.py -q
+    .venv/bin/python -m pytest tests/benchmarks/test_train_throughput.py -q
 """
 from __future__ import annotations
 

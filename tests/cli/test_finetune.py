@@ -1,6 +1,6 @@
 """The training CLI's modes through `main(argv)` (child process and GPU detection faked: conftest's fake_child).
 
-    .venv/bin/python -m pytest tests/test_cli.py -q
+    .venv/bin/python -m pytest tests/cli/test_finetune.py -q
 """
 from __future__ import annotations
 
@@ -12,9 +12,9 @@ import sys
 import pytest
 
 from eval.fixtures import run_record
-from lora.cli.finetune import finetune as cli
-from lora.train import launch as launch_plan
+from lora.cli.shims import finetune_main
 from lora.core.process import ChildResult
+from lora.train import launch as launch_plan
 from tests.conftest import REPO, cpu_entry
 
 FORMULA = str(REPO / "data" / "train" / "formula_train.jsonl")
@@ -33,7 +33,7 @@ def launched(fake_child):
 
 def test_cli_pod_launch_uses_all_visible_gpus_and_deepspeed(workspace, launched, capsys):
     workspace.write({"pod": gpu_entry()})
-    code = cli.main(workspace.argv("pod"))
+    code = finetune_main(workspace.argv("pod"))
     assert code == 1  # the fake child trained nothing: not presented as finished
     (call,) = launched.calls
     recipe = str(workspace.recipes / "pod.yaml")
@@ -48,7 +48,7 @@ def test_cli_pod_launch_uses_all_visible_gpus_and_deepspeed(workspace, launched,
 
 def test_cli_gpus_flag_and_multinode(workspace, launched):
     workspace.write({"pod": gpu_entry()})
-    cli.main(workspace.argv("pod", "--gpus", "2", "--num-machines", "2", "--machine-rank", "0",
+    finetune_main(workspace.argv("pod", "--gpus", "2", "--num-machines", "2", "--machine-rank", "0",
                             "--main-process-ip", "10.1.2.3", "--main-process-port", "29600"))
     argv = launched.calls[0]["argv"]
     assert argv[2:8] == ["--num_processes", "4", "--num_machines", "2", "--machine_rank", "0"]
@@ -67,7 +67,7 @@ def test_cli_gpus_flag_and_multinode(workspace, launched):
 )
 def test_cli_bad_launch_flags(workspace, launched, capsys, flags, message):
     workspace.write({"pod": gpu_entry()})
-    code = cli.main(workspace.argv("pod", *flags))
+    code = finetune_main(workspace.argv("pod", *flags))
     err = capsys.readouterr().err
     assert code == 2 and message in err and len(err.strip().splitlines()) == 1
     assert launched.calls == [] and workspace.written() == []
@@ -76,7 +76,7 @@ def test_cli_bad_launch_flags(workspace, launched, capsys, flags, message):
 def test_cli_cpu_processes(workspace, launched, monkeypatch):
     monkeypatch.setattr(launch_plan.os, "cpu_count", lambda: 2)
     workspace.write({"cpu": cpu_entry()})
-    cli.main(workspace.argv("cpu", "--cpu-processes", "2"))
+    finetune_main(workspace.argv("cpu", "--cpu-processes", "2"))
     argv = launched.calls[0]["argv"]
     assert argv[:6] == ["torchrun", "--standalone", "--nproc_per_node", "2", "-m", "lora.train.axolotl_cpu_ranks"]
     assert argv[6] == str(workspace.recipes / "cpu.yaml")
@@ -95,7 +95,7 @@ def test_cli_cpu_processes(workspace, launched, monkeypatch):
 def test_cli_bad_cpu_flags(workspace, launched, capsys, monkeypatch, flags, message):
     monkeypatch.setattr(launch_plan.os, "cpu_count", lambda: 2)
     workspace.write({"cpu": cpu_entry()})
-    code = cli.main(workspace.argv("cpu", *flags))
+    code = finetune_main(workspace.argv("cpu", *flags))
     err = capsys.readouterr().err
     assert code == 2 and message in err and len(err.strip().splitlines()) == 1
     assert launched.calls == [] and workspace.written() == []
@@ -105,29 +105,29 @@ def test_cli_cpu_zero_needs_two_processes_and_keeps_deepspeed(workspace, launche
     monkeypatch.setattr(launch_plan.os, "cpu_count", lambda: 2)
     monkeypatch.setenv("ACCELERATE_USE_CPU", "true")  # even exported by the user's shell
     workspace.write({"cpu": cpu_entry(zero_stage=2)})
-    assert cli.main(workspace.argv("cpu")) == 2
+    assert finetune_main(workspace.argv("cpu")) == 2
     assert "add --cpu-processes 2" in capsys.readouterr().err and launched.calls == []
-    cli.main(workspace.argv("cpu", "--cpu-processes", "2"))
+    finetune_main(workspace.argv("cpu", "--cpu-processes", "2"))
     call = launched.calls[0]
     assert call["argv"][:4] == ["torchrun", "--standalone", "--nproc_per_node", "2"]
     assert 'deepspeed: "templates/deepspeed/zero2.json"' in (workspace.recipes / "cpu.yaml").read_text()
     assert "ACCELERATE_USE_CPU" not in call["env"]  # it would make the Trainer drop DeepSpeed
     launched.calls.clear()
     workspace.write({"cpu": cpu_entry()})
-    cli.main(workspace.argv("cpu", "--cpu-processes", "2", "--fresh"))
+    finetune_main(workspace.argv("cpu", "--cpu-processes", "2", "--fresh"))
     assert launched.calls[0]["env"]["ACCELERATE_USE_CPU"] == "true"  # plain DDP: MULTI_CPU via accelerate
 
 
 def test_cpu_processes_on_a_gpu_entry_is_refused(workspace, launched, capsys):
     workspace.write({"pod": gpu_entry()})
-    assert cli.main(workspace.argv("pod", "--cpu-processes", "2")) == 2
+    assert finetune_main(workspace.argv("pod", "--cpu-processes", "2")) == 2
     assert "--cpu-processes is for cpu entries" in capsys.readouterr().err and launched.calls == []
 
 
 def test_cuda_recipe_on_cpu_machine_is_one_line(workspace, launched, capsys):
     launched.gpus = 0
     workspace.write({"pod": gpu_entry()})
-    code = cli.main(workspace.argv("pod"))
+    code = finetune_main(workspace.argv("pod"))
     err = capsys.readouterr().err.strip()
     assert code == 2 and len(err.splitlines()) == 1
     assert "no CUDA GPU" in err and "--dry-run" in err and "Traceback" not in err
@@ -139,7 +139,7 @@ def test_cpu_launch_argv_env_and_no_secrets(workspace, launched, monkeypatch):
     monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
     monkeypatch.delenv("AXOLOTL_DO_NOT_TRACK", raising=False)
     workspace.write({"cpu": cpu_entry()})
-    cli.main(workspace.argv("cpu"))
+    finetune_main(workspace.argv("cpu"))
     call = launched.calls[0]
     assert call["argv"][:8] == ["accelerate", "launch", "--cpu", "--num_processes", "1", "--num_machines", "1",
                                 "--mixed_precision"]
@@ -154,7 +154,7 @@ def test_cpu_launch_argv_env_and_no_secrets(workspace, launched, monkeypatch):
 def test_child_exit_code_passes_through_and_partial_output_is_not_finished(workspace, launched):
     launched.result = ChildResult(3, None)
     workspace.write({"cpu": cpu_entry()})
-    assert cli.main(workspace.argv("cpu")) == 3
+    assert finetune_main(workspace.argv("cpu")) == 3
     run = json.loads((workspace.adapters / "cpu" / "run.json").read_text())
     assert run["status"] == "failed" and run["exit_code"] == 3 and run["ended_at"]
 
@@ -162,7 +162,7 @@ def test_child_exit_code_passes_through_and_partial_output_is_not_finished(works
 def test_interrupt_is_recorded_even_when_axolotl_exits_zero(workspace, launched):
     launched.result = ChildResult(0, signal.SIGINT)
     workspace.write({"cpu": cpu_entry()})
-    assert cli.main(workspace.argv("cpu")) == 130
+    assert finetune_main(workspace.argv("cpu")) == 130
     run = json.loads((workspace.adapters / "cpu" / "run.json").read_text())
     assert run["status"] == "interrupted"
 
@@ -173,13 +173,13 @@ def test_finished_run_is_not_retrained(workspace, launched, capsys):
     out.mkdir(parents=True)
     (out / "adapter_model.safetensors").write_bytes(b"x")
     run_record(out.name, status="complete", ended_at="2026-01-01T00:00:00+00:00").write(out)
-    assert cli.main(workspace.argv("cpu")) == 0
+    assert finetune_main(workspace.argv("cpu")) == 0
     assert launched.calls == [] and "already trained" in capsys.readouterr().out
 
 
 def test_run_json_records_the_facts(workspace, launched):
     workspace.write({"cpu": cpu_entry()})
-    cli.main(workspace.argv("cpu"))
+    finetune_main(workspace.argv("cpu"))
     run = json.loads((workspace.adapters / "cpu" / "run.json").read_text())
     assert run["prompt_format"]["name"] == "chatml" and "{context}" in run["prompt_format"]["template"]
     assert run["entry"]["lora_r"] == 4 and run["recipe"].startswith("# Generated by finetune.py")
@@ -189,14 +189,14 @@ def test_run_json_records_the_facts(workspace, launched):
 
 def test_dry_run_launches_nothing(workspace, launched, capsys):
     workspace.write({"pod": gpu_entry()})
-    assert cli.main(workspace.argv("pod", "--dry-run")) == 0
+    assert finetune_main(workspace.argv("pod", "--dry-run")) == 0
     out = capsys.readouterr().out
     assert "command: accelerate launch --num_processes 4" in out and launched.calls == []
     assert not workspace.adapters.exists()
 
 
 def test_list_shows_missing_data(capsys):
-    assert cli.main(["--list"]) == 0
+    assert finetune_main(["--list"]) == 0
     out = capsys.readouterr().out
     line = next(l for l in out.splitlines() if l.startswith("sentiment_llama_3_1_8b_8bits_r8 "))
     assert "MISSING data/train/finlora_sentiment_train.jsonl" in line and "8bits_r8" in line
@@ -204,22 +204,22 @@ def test_list_shows_missing_data(capsys):
 
 
 def test_missing_finlora_data_refuses_launch(launched, capsys):
-    assert cli.main(["sentiment_llama_3_1_8b_8bits_r8"]) == 2
+    assert finetune_main(["sentiment_llama_3_1_8b_8bits_r8"]) == 2
     assert "finlora_sentiment_train.jsonl" in capsys.readouterr().err and launched.calls == []
 
 
 def test_zero_flag_overrides_the_entry_and_is_validated(workspace, launched, capsys):
     workspace.write({"q8": gpu_entry(), "q4": gpu_entry(quant_bits=4)})
-    assert cli.main(workspace.argv("q8", "--zero", "3")) == 2
+    assert finetune_main(workspace.argv("q8", "--zero", "3")) == 2
     assert "ZeRO-3 cannot partition bitsandbytes 8-bit" in capsys.readouterr().err
-    cli.main(workspace.argv("q4", "--zero", "3"))
+    finetune_main(workspace.argv("q4", "--zero", "3"))
     argv = launched.calls[-1]["argv"]
     assert argv[argv.index("--deepspeed_config_file") + 1] == "templates/deepspeed/zero3.json"
     assert "bnb_4bit_quant_storage: bfloat16" in (workspace.recipes / "q4.yaml").read_text()
 
 
 def test_plan_json_for_a_pod_entry(capsys):
-    assert cli.main(["formula_llama_3_1_8b_8bits_r8", "--plan", "--json"]) == 0
+    assert finetune_main(["formula_llama_3_1_8b_8bits_r8", "--plan", "--json"]) == 0
     plan = json.loads(capsys.readouterr().out)
     assert {"peak_gb_per_gpu", "steps", "hours", "cost_usd", "fits"} <= plan.keys()
     assert 8 < plan["peak_gb_per_gpu"] < 24 and plan["fits"] is True and plan["steps"] > 0
@@ -227,7 +227,7 @@ def test_plan_json_for_a_pod_entry(capsys):
 
 def test_plan_without_architecture_facts_says_what_is_missing(workspace, capsys):
     workspace.write({"x": gpu_entry(base_model="someone/unknown-model-7b")})
-    assert cli.main(workspace.argv("x", "--plan")) == 2
+    assert finetune_main(workspace.argv("x", "--plan")) == 2
     err = capsys.readouterr().err
     assert "someone/unknown-model-7b" in err and len(err.strip().splitlines()) == 1
 
@@ -235,7 +235,7 @@ def test_plan_without_architecture_facts_says_what_is_missing(workspace, capsys)
 
 def test_a_target_module_the_model_lacks_is_refused_at_dry_run(workspace, capsys):
     workspace.write({"run": cpu_entry(target_modules=["q_proj", "nonexistent_proj"])})
-    assert cli.main(workspace.argv("run", "--dry-run")) == 2
+    assert finetune_main(workspace.argv("run", "--dry-run")) == 2
     err = capsys.readouterr().err
     assert err.startswith("error: target_modules:") and "has no linear module nonexistent_proj" in err
     assert err.count("\n") == 1 and workspace.written() == []
@@ -252,7 +252,7 @@ def test_list_shows_the_last_runs_status_wall_time_and_peak_rss(workspace, capsy
     run_record("old", status="failed").write(workspace.adapters / "old")  # written before compute tracking
     (workspace.adapters / "broken").mkdir()
     (workspace.adapters / "broken" / "run.json").write_text("{")
-    assert cli.main(workspace.argv("--list")) == 0
+    assert finetune_main(workspace.argv("--list")) == 0
     lines = {l.split()[0]: l for l in capsys.readouterr().out.splitlines() if l}
     assert "complete 6m21s, 2.1 GB RSS" in lines["done"]
     assert "failed" in lines["old"] and "RSS" not in lines["old"]

@@ -1,7 +1,7 @@
-"""Fuzz: finetune.py's flags with arbitrary text, integers and floats, through `lora.cli.finetune.main`.
+"""Fuzz: finetune.py's flags with arbitrary text, integers and floats, through `lora.cli.shims.finetune_main` (what `python finetune.py` runs).
 
-    .venv/bin/python -m pytest -q -m fuzz tests/test_fuzz_flags.py
-    FUZZ_EXAMPLES=2000 .venv/bin/python -m pytest -q -m fuzz tests/test_fuzz_flags.py
+    .venv/bin/python -m pytest -q -m fuzz tests/cli/test_fuzz_flags.py
+    FUZZ_EXAMPLES=2000 .venv/bin/python -m pytest -q -m fuzz tests/cli/test_fuzz_flags.py
 
 Each example is a cpu or GPU entry, a mode (--dry-run, --plan, --plan --json, or a launch with the child and
 the GPU count faked) and a handful of flags with hostile values. Promises checked (docs/robustness.md): exit
@@ -22,9 +22,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-import lora.cli.finetune
-from lora.train import launch as launch_plan
+import lora.cli.shims
 from lora.core.process import ChildResult
+from lora.train import launch as launch_plan
 from tests.conftest import BUNDLED, cpu_entry, fake_machine
 from tests.fuzz_support import EXAMPLES, check_refusal, tree
 
@@ -63,7 +63,7 @@ def call(argv: list[str]) -> tuple[int, str, str]:
     out, err = io.StringIO(), io.StringIO()
     with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
         try:
-            rc = lora.cli.finetune.main(argv)
+            rc = lora.cli.shims.finetune_main(argv)
         except SystemExit as exc:  # only --help may leave through argparse
             assert exc.code == 0 and "usage:" in out.getvalue(), (exc.code, err.getvalue())
             return -1, out.getvalue(), err.getvalue()
@@ -89,7 +89,7 @@ def test_refused_launch_leaves_no_adapters_folder(workspace, fake_child, capsys)
     """The run lock is taken first; a launch refused after it (no CUDA here) used to leave adapters/ behind."""
     fake_child.gpus = 0
     workspace.write({"g": ENTRIES["g"]})
-    assert lora.cli.finetune.main(workspace.argv("g")) == 2
+    assert lora.cli.shims.finetune_main(workspace.argv("g")) == 2
     assert "no CUDA" in capsys.readouterr().err
     assert not workspace.adapters.exists() and not workspace.recipes.exists()
 
@@ -111,7 +111,7 @@ def test_run_lock_removes_only_the_empty_folders_it_made(tmp_path):
        flags=st.lists(flag_pair, max_size=4), gpus_found=st.integers(0, 8))
 def test_fuzz_flags(monkeypatch, name, mode, flags, gpus_found):
     TRIED["flags"] += 1
-    monkeypatch.setattr(lora.cli.finetune, "validate_with_axolotl", lambda *a: None)  # the registry fuzz runs it for real
+    monkeypatch.setattr("lora.cli.verbs.train.validate_with_axolotl", lambda *a: None)  # the registry fuzz runs it for real
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
         registry = root / "configs.json"

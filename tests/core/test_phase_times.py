@@ -1,6 +1,6 @@
 """lora/core/phase_times.py: `make demo`'s phase timer, on trivial phases (a Python one-liner stands in for a phase).
 
-    .venv/bin/python -m pytest tests/test_phase_times.py -q
+    .venv/bin/python -m pytest tests/core/test_phase_times.py -q
 """
 from __future__ import annotations
 

@@ -1,7 +1,7 @@
 """lora/core/precision.py: choose() with faked CPU facts, the facts gatherer with faked torch/cpuinfo, and how
 finetune.py renders and launches each precision (child process faked: conftest's fake_child).
 
-    .venv/bin/python -m pytest tests/test_precision.py -q
+    .venv/bin/python -m pytest tests/core/test_precision.py -q
 """
 from __future__ import annotations
 
@@ -11,15 +11,13 @@ import types
 import pytest
 import yaml
 
-from lora.cli.finetune import finetune as cli
-
-from lora.train import launch as launch_plan
-
+from lora.cli.shims import finetune_main
 from lora.core import precision
 from lora.core.errors import UserError
 from lora.core.precision import CpuFacts, choose, cpu_bf16_blocker, flags_from_cpuinfo
 from lora.recipe.registry import load_registry
 from lora.recipe.render import recipe_inputs, render
+from lora.train import launch as launch_plan
 from tests.conftest import cpu_entry
 
 HAS = CpuFacts(True, "avx512_bf16 (faked)")
@@ -155,7 +153,7 @@ def launched(fake_child):
 def _launch(workspace, monkeypatch, facts, *flags, entry=None):
     monkeypatch.setattr(launch_plan, "cpu_facts", lambda: facts)
     workspace.write({"cpu": entry or cpu_entry()})
-    return cli.main(workspace.argv("cpu", *flags))
+    return finetune_main(workspace.argv("cpu", *flags))
 
 
 def test_auto_on_a_bf16_cpu_launches_bf16_and_records_it(workspace, launched, monkeypatch, capsys):
@@ -198,5 +196,5 @@ def test_bf16_that_cannot_run_is_one_line_and_writes_nothing(workspace, launched
 
 def test_precision_on_a_gpu_entry_is_refused(workspace, launched, capsys):
     workspace.write({"pod": cpu_entry(profile="a5000x4", base_model="meta-llama/Llama-3.1-8B")})
-    assert cli.main(workspace.argv("pod", "--precision", "fp32", "--dry-run")) == 2
+    assert finetune_main(workspace.argv("pod", "--precision", "fp32", "--dry-run")) == 2
     assert "--precision is for cpu entries" in capsys.readouterr().err

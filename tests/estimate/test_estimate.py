@@ -1,6 +1,6 @@
 """The estimate (lora/estimate/estimate.py): fits or not, the confirmed cheapest change, CPU plans.
 
-    .venv/bin/python -m pytest tests/test_plan_estimate.py -q
+    .venv/bin/python -m pytest tests/estimate/test_estimate.py -q
 """
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import pytest
 from lora.core.files import REPO_ROOT
 from lora.estimate import PlanInputs, checkpoint_interval_steps, estimate, format_plan, inputs_from_profile, load_arch
 from lora.recipe.profiles import PROFILES
-from tests.test_plan_helpers import arch_8b, axolotl_inputs
+from tests.estimate.test_helpers import arch_8b, axolotl_inputs
 
 
 @pytest.fixture(scope="module")

@@ -1,6 +1,6 @@
 """Facts lookup (lora/estimate/facts.py): the shipped table, local config.json, refusal when facts are missing.
 
-    .venv/bin/python -m pytest tests/test_plan_facts.py -q
+    .venv/bin/python -m pytest tests/estimate/test_facts.py -q
 """
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import pytest
 
 from lora.core.files import REPO_ROOT
 from lora.estimate import FACTS_PATH, MissingFacts, arch_from_config, load_arch
-from tests.test_plan_helpers import LLAMA8B, write_tiny_llama
+from tests.estimate.test_helpers import LLAMA8B, write_tiny_llama
 
 
 # ---- facts --------------------------------------------------------------------------------------

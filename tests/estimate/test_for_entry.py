@@ -1,6 +1,6 @@
 """plan_for_entry (lora/estimate/for_entry.py): a registry entry -> its plan, as the CLI's --plan prints it.
 
-    .venv/bin/python -m pytest tests/test_plan_for_entry.py -q
+    .venv/bin/python -m pytest tests/estimate/test_for_entry.py -q
 """
 from __future__ import annotations
 
@@ -23,7 +23,7 @@ from lora.estimate import (
 from lora.recipe.profiles import PROFILES
 from lora.recipe.registry import load_registry
 from tests.conftest import FPB_TRAIN
-from tests.test_plan_helpers import LLAMA8B, arch_8b, write_tiny_llama
+from tests.estimate.test_helpers import LLAMA8B, arch_8b, write_tiny_llama
 
 pytestmark = pytest.mark.skipif(not FPB_TRAIN.is_file(), reason="data/train/fpb_train.jsonl not prepared")
 

@@ -1,6 +1,6 @@
 """PlanInputs and inputs_from_profile (lora/estimate/inputs.py).
 
-    .venv/bin/python -m pytest tests/test_plan_inputs.py -q
+    .venv/bin/python -m pytest tests/estimate/test_inputs.py -q
 """
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from pydantic import ValidationError
 from lora.core.errors import UserError
 from lora.estimate import PlanInputs, inputs_from_profile
 from lora.recipe.profiles import PROFILES
-from tests.test_plan_helpers import axolotl_inputs
+from tests.estimate.test_helpers import axolotl_inputs
 
 
 def test_profile_fields_flow_into_inputs():

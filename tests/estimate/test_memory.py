@@ -1,6 +1,6 @@
 """Memory parts (lora/estimate/memory.py), checked against FinLoRA's measured GPU memory.
 
-    .venv/bin/python -m pytest tests/test_plan_memory.py -q
+    .venv/bin/python -m pytest tests/estimate/test_memory.py -q
 """
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import pytest
 
 from lora.core.errors import UserError
 from lora.estimate import PlanInputs, estimate, lora_trainable_params
-from tests.test_plan_helpers import LLAMA8B, arch_8b, axolotl_inputs
+from tests.estimate.test_helpers import LLAMA8B, arch_8b, axolotl_inputs
 
 
 @pytest.fixture(scope="module")

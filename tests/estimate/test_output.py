@@ -1,6 +1,6 @@
 """The plan as text and JSON (lora/estimate/output.py).
 
-    .venv/bin/python -m pytest tests/test_plan_output.py -q
+    .venv/bin/python -m pytest tests/estimate/test_output.py -q
 """
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import pytest
 from lora.core.files import REPO_ROOT
 from lora.estimate import estimate, format_plan, load_arch, plan_to_json
 from lora.estimate.schedule import checkpoint_interval_steps
-from tests.test_plan_helpers import arch_8b, axolotl_inputs
+from tests.estimate.test_helpers import arch_8b, axolotl_inputs
 
 
 @pytest.fixture(scope="module")

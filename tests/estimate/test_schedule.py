@@ -1,6 +1,6 @@
 """Steps, time, cost and checkpoint interval (lora/estimate/schedule.py), and FinLoRA's wall clock.
 
-    .venv/bin/python -m pytest tests/test_plan_schedule.py -q
+    .venv/bin/python -m pytest tests/estimate/test_schedule.py -q
 """
 from __future__ import annotations
 
@@ -11,9 +11,16 @@ import math
 import pytest
 
 from lora.core.errors import UserError
-from lora.estimate import PlanInputs, checkpoint_interval_steps, estimate, format_plan, inputs_from_profile, plan_to_json
+from lora.estimate import (
+    PlanInputs,
+    checkpoint_interval_steps,
+    estimate,
+    format_plan,
+    inputs_from_profile,
+    plan_to_json,
+)
 from lora.recipe.profiles import PROFILES
-from tests.test_plan_helpers import LLAMA8B, arch_8b, axolotl_inputs
+from tests.estimate.test_helpers import LLAMA8B, arch_8b, axolotl_inputs
 
 
 @pytest.fixture(scope="module")

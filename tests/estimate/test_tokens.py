@@ -1,6 +1,6 @@
 """Token counts and padding (lora/estimate/tokens.py).
 
-    .venv/bin/python -m pytest tests/test_plan_tokens.py -q
+    .venv/bin/python -m pytest tests/estimate/test_tokens.py -q
 """
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import pytest
 from lora.core.errors import UserError
 from lora.core.files import REPO_ROOT
 from lora.estimate import DEFAULT_CHARS_PER_TOKEN, count_tokens, padding_factor
-from tests.test_plan_helpers import BUNDLED
+from tests.estimate.test_helpers import BUNDLED
 
 
 # ---- tokens, output ------------------------------------------------------------------------------

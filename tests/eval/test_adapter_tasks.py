@@ -1,7 +1,7 @@
 """eval/adapter_tasks.py: FinLoRA's adapter -> tasks map, the family-detection order and the default
 selection (pure: which data files exist is passed in).
 
-    .venv/bin/python -m pytest tests/test_eval_adapter_tasks.py -q
+    .venv/bin/python -m pytest tests/eval/test_adapter_tasks.py -q
 """
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ import pytest
 
 from eval.adapter_tasks import FAMILY_TASKS, TRAIN_FILE_FAMILY, Family, family_of, select
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 FINLORA_MIRROR = Path("/work/.mirror/Open-Finance-Lab+FinLoRA/repo")
 
 

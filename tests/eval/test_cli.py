@@ -1,7 +1,7 @@
 """eval/cli.py: bad input -> one `error:` line and exit 2 with nothing written, `score`, `--list-tasks`, and
 the entry points that must not import torch (fast: no model is loaded, adapters are fake folders).
 
-    .venv/bin/python -m pytest tests/test_eval_cli.py -q
+    .venv/bin/python -m pytest tests/eval/test_cli.py -q
 """
 from __future__ import annotations
 
@@ -13,12 +13,11 @@ from pathlib import Path
 
 import pytest
 
-import eval.runner
-from eval.cli import main
 from eval.fixtures import BUNDLED_REF, SIX_TASKS, run_record, six_task_registry
 from eval.fixtures import make_fake_adapter as fake_adapter
+from lora.cli.shims import eval_main as main
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 FINLORA_CONFIGS = REPO.parent / "shared" / "data" / "finlora" / "adapter_configs"
 
 
@@ -35,7 +34,7 @@ def no_run(monkeypatch):
     def refuse(*args, **kwargs):
         raise AssertionError("evaluation started")
 
-    monkeypatch.setattr(eval.runner, "run", refuse)
+    monkeypatch.setattr("lora.cli.verbs.eval.run_pairs", refuse)
 
 
 # ---------------------------------------------------------------- bad input -> exit 2, nothing written
@@ -272,7 +271,7 @@ def run_in_fresh_python(argv: list[str]) -> subprocess.CompletedProcess:
     """`python -m eval ARGV` in a new interpreter; its last stdout line is "HEAVY <heavy modules imported> RC <rc>"."""
     code = (
         "import sys\n"
-        "from eval.cli import main\n"
+        "from lora.cli.shims import eval_main as main\n"
         "try:\n    rc = main(sys.argv[1:])\nexcept SystemExit as exc:\n    rc = exc.code\n"
         "heavy = sorted(m for m in ('torch', 'transformers', 'peft') if m in sys.modules)\n"
         "print('HEAVY', ','.join(heavy), 'RC', rc)\n"
@@ -381,7 +380,7 @@ def test_report_imports_no_torch(tmp_path, argv):
 def test_bf16_on_a_cpu_without_it_exits_2_before_anything(tmp_path, capsys, no_run, monkeypatch):
     import lora.core.precision
 
-    monkeypatch.setattr(lora.core.precision, "cpu_facts", lambda: lora.core.precision.CpuFacts(False, "faked"))
+    monkeypatch.setattr("eval.request.cpu_facts", lambda: lora.core.precision.CpuFacts(False, "faked"))
     out = tmp_path / "o"
     assert main(["--base-model", BUNDLED_REF, "--tasks", "fpb", "--precision", "bf16", "--out", str(out)]) == 2
     line = err_line(capsys)
@@ -403,9 +402,9 @@ def test_precision_and_prefix_cache_reach_the_settings(tmp_path, monkeypatch):
         seen["settings"] = settings
         return {"rows": []}, 0
 
-    monkeypatch.setattr(lora.core.precision, "cpu_facts", lambda: lora.core.precision.CpuFacts(True, "faked"))
-    monkeypatch.setattr(eval.runner, "run", fake_run)
-    monkeypatch.setattr("eval.cli.write_results", lambda results, out: None)
+    monkeypatch.setattr("eval.request.cpu_facts", lambda: lora.core.precision.CpuFacts(True, "faked"))
+    monkeypatch.setattr("lora.cli.verbs.eval.run_pairs", fake_run)
+    monkeypatch.setattr("lora.cli.verbs.eval.write_results", lambda results, out: None)
     argv = ["--base-model", BUNDLED_REF, "--tasks", "fpb", "--limit", "1", "--out", str(tmp_path / "o")]
     assert main(argv + ["--prefix-cache", "off"]) == 0
     s = seen["settings"]

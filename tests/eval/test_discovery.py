@@ -1,7 +1,7 @@
 """eval/discovery.py: finding adapters, reading run.json through RunRecord, naming rows, resolving bases
 (fast: adapters are fake folders, no model is loaded).
 
-    .venv/bin/python -m pytest tests/test_eval_discovery.py -q
+    .venv/bin/python -m pytest tests/eval/test_discovery.py -q
 """
 from __future__ import annotations
 

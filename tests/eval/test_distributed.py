@@ -1,8 +1,8 @@
 """eval/shards.py and eval/distributed.py without processes (fast): token-balanced shards made of the
 one-process batches, merging in row order, the runner's rank logic with ranks as threads, and the CLI's
---processes checks. The real multi-process runs (torchrun, gloo) are in tests/test_eval_distributed_processes.py.
+--processes checks. The real multi-process runs (torchrun, gloo) are in tests/eval/test_distributed_processes.py.
 
-    .venv/bin/python -m pytest tests/test_eval_distributed.py -q
+    .venv/bin/python -m pytest tests/eval/test_distributed.py -q
 """
 from __future__ import annotations
 
@@ -18,18 +18,19 @@ from types import SimpleNamespace
 import pytest
 
 import eval.engine as engine
-import eval.runner
 from eval import shards
-from eval.cli import decide_processes, main
 from eval.discovery import discover, group_by_base
-from eval.distributed import Solo, failure_line, threads_per_rank
+from eval.distributed import failure_line, threads_per_rank
 from eval.fixtures import BUNDLED_REF, run_record
 from eval.fixtures import make_fake_adapter as fake_adapter
+from eval.request import decide_processes
 from eval.runner import Settings, run
 from eval.shards import ShardResult
 from eval.tasks import load_registry, load_task_data
+from eval.world import Solo
+from lora.cli.shims import eval_main as main
 from lora.core.errors import UserError
-from tests.test_eval_cli import err_line
+from tests.eval.test_cli import err_line
 
 # ---------------------------------------------------------------- sharding (pure)
 
@@ -140,8 +141,8 @@ def no_run(monkeypatch):
     def refuse(*args, **kwargs):
         raise AssertionError("evaluation started")
 
-    monkeypatch.setattr(eval.runner, "run", refuse)
-    monkeypatch.setattr("eval.distributed.launch", refuse)
+    monkeypatch.setattr("lora.cli.verbs.eval.run_pairs", refuse)
+    monkeypatch.setattr("eval.request.launch", refuse)
 
 
 @pytest.mark.parametrize(("argv", "gpus", "needle"), [
@@ -154,8 +155,8 @@ def no_run(monkeypatch):
     (["--rank-timeout", "60"], 0, "--rank-timeout applies to several processes"),
 ])
 def test_bad_processes_exit_2_with_one_line_before_anything(tmp_path, capsys, monkeypatch, no_run, argv, gpus, needle):
-    monkeypatch.setattr("lora.core.gpus.detect_cuda_gpus", lambda: gpus)
-    monkeypatch.setattr("eval.distributed.usable_cpus", lambda: 2)
+    monkeypatch.setattr("lora.cli.verbs.eval.detect_cuda_gpus", lambda: gpus)
+    monkeypatch.setattr("lora.cli.verbs.eval.usable_cpus", lambda: 2)
     fake_adapter(tmp_path / "ad" / "a", run=run_record("a"))
     out = tmp_path / "out"
     code = main([str(tmp_path / "ad"), "--tasks", "fpb", "--limit", "2", "--out", str(out), *argv])

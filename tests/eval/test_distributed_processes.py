@@ -3,7 +3,7 @@ same files as one process, a rank SIGKILLed mid-run fails the run in one line an
 and a rank that hangs alive is given up on after --rank-timeout.
 Slow (each run starts interpreters and loads the model; minutes on a shared 2-core machine).
 
-    .venv/bin/python -m pytest tests/test_eval_distributed_processes.py -q -m slow
+    .venv/bin/python -m pytest tests/eval/test_distributed_processes.py -q -m slow
 """
 from __future__ import annotations
 
@@ -17,10 +17,10 @@ from pathlib import Path
 
 import pytest
 
-from eval.cli import main
-from tests.test_eval_distributed import without_timing
+from lora.cli.shims import eval_main as main
+from tests.eval.test_distributed import without_timing
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 TASKS = "fpb,tfns"  # 10-token answers: short generations
 LIMIT = 4  # x batch size 2: two batches per pair, one per rank
 
@@ -126,7 +126,7 @@ def test_sigkill_of_one_rank_fails_in_one_line_and_a_rerun_resumes_identically(a
 
 def _stuck_rank_1() -> str:
     """Rank 1 stays alive but never reaches the collective; rank 0 must give up after the timeout."""
-    from eval.distributed import RankLost, Ranks
+    from eval.world import RankLost, Ranks
 
     world = Ranks(timeout_s=3)
     if world.rank == 1:

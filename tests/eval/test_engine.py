@@ -1,7 +1,7 @@
 """eval/engine.py: adapters attach only when every weight lands in an injected module (fast, a tiny random
 Llama built here), and generation does not depend on batching (slow, the bundled model).
 
-    .venv/bin/python -m pytest tests/test_eval_engine.py -q
+    .venv/bin/python -m pytest tests/eval/test_engine.py -q
 """
 from __future__ import annotations
 

@@ -1,7 +1,7 @@
 """eval/finlora_layout.py + eval/plots.py: our results in FinLoRA's layout, from hand-made results.json dicts
 (fast, no model).
 
-    .venv/bin/python -m pytest tests/test_eval_finlora_layout.py -q
+    .venv/bin/python -m pytest tests/eval/test_finlora_layout.py -q
 """
 from __future__ import annotations
 
@@ -13,9 +13,9 @@ from pathlib import Path
 import pytest
 
 from eval import finlora_layout as F
-from eval.cli import main
+from lora.cli.shims import eval_main as main
 
-SHARED_CSV = Path(__file__).resolve().parents[2] / "shared" / "data" / "finlora" / "published_results.csv"
+SHARED_CSV = Path(__file__).resolve().parents[3] / "shared" / "data" / "finlora" / "published_results.csv"
 LLAMA = "meta-llama/Llama-3.1-8B-Instruct"
 TASKS = {
     "fpb": {"kind": "classification", "headline": "accuracy", "n": 1212},

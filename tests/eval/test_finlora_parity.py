@@ -17,7 +17,7 @@ from sklearn.metrics import f1_score
 from eval import finlora_scoring as F
 from eval.tasks import load_registry
 
-HARNESS = Path(__file__).resolve().parents[1] / "data" / "finlora" / "test_dataset.py"
+HARNESS = Path(__file__).resolve().parents[2] / "data" / "finlora" / "test_dataset.py"
 
 
 def _harness() -> dict:

@@ -1,7 +1,7 @@
 """--scoring finlora (eval/finlora_scoring.py, the finlora_* kinds) and the full FinLoRA registry, on hand-made
 cases (fast: no model; the run uses a stand-in engine).
 
-    .venv/bin/python -m pytest tests/test_eval_finlora_scoring.py -q
+    .venv/bin/python -m pytest tests/eval/test_finlora_scoring.py -q
 """
 from __future__ import annotations
 
@@ -15,15 +15,15 @@ from sklearn.metrics import precision_score
 import eval.engine as engine
 from eval import finlora_scoring as F
 from eval import metrics as M
-from eval.cli import main
 from eval.fixtures import BUNDLED_REF, run_record
 from eval.fixtures import make_fake_adapter as fake_adapter
 from eval.kinds import KINDS
 from eval.runner import Settings, fingerprint, rows_and_pairs, score_outputs
 from eval.tasks import TaskData, for_scoring, load_registry, load_task_data
+from lora.cli.shims import eval_main as main
 from lora.core.errors import UserError
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 
 def err_line(capsys) -> str:
@@ -36,7 +36,7 @@ def err_line(capsys) -> str:
 
 
 def test_registry_scorers_follow_finlora():
-    """Files and budgets are checked against FinLoRA's own harness (tests/test_eval_finlora_parity.py)."""
+    """Files and budgets are checked against FinLoRA's own harness (tests/eval/test_finlora_parity.py)."""
     registry = load_registry()
     for name, task in registry.items():
         assert task.data.parent == REPO / "data" / "test"

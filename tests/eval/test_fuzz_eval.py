@@ -1,7 +1,7 @@
-"""Fuzz: hostile task registries, data files and flags through the eval entry point (`eval.cli.main`).
+"""Fuzz: hostile task registries, data files and flags through the eval entry point (`lora.cli.shims.eval_main`, as `python -m eval`).
 
-    .venv/bin/python -m pytest -q -m fuzz tests/test_fuzz_eval.py
-    FUZZ_EXAMPLES=2000 .venv/bin/python -m pytest -q -m fuzz tests/test_fuzz_eval.py
+    .venv/bin/python -m pytest -q -m fuzz tests/eval/test_fuzz_eval.py
+    FUZZ_EXAMPLES=2000 .venv/bin/python -m pytest -q -m fuzz tests/eval/test_fuzz_eval.py
 
 No model is loaded: every example is `--dry-run`, `--list-tasks` or `score`. Task registries hold hostile
 names (`../../x`, NUL, over-long), wrong types, deep nesting, invalid UTF-8; flags take arbitrary text; --out
@@ -23,7 +23,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from eval.cli import main
+from lora.cli.shims import eval_main as main
 from tests.conftest import BUNDLED
 from tests.fuzz_support import EXAMPLES, check_refusal, report_figures, tree
 

@@ -1,6 +1,6 @@
 """eval/kinds.py: one Kind object per task kind, looked up by name (fast, no model).
 
-    .venv/bin/python -m pytest tests/test_eval_kinds.py -q
+    .venv/bin/python -m pytest tests/eval/test_kinds.py -q
 """
 from __future__ import annotations
 

@@ -1,6 +1,6 @@
 """Answer parsing and metrics against hand-made cases and independent computations (fast, no model).
 
-    .venv/bin/python -m pytest tests/test_eval_metrics.py -q
+    .venv/bin/python -m pytest tests/eval/test_metrics.py -q
 """
 from __future__ import annotations
 

@@ -1,8 +1,8 @@
 """eval/engine.py's shared-prefix reuse: greedy outputs are identical with and without it, on FPB and NER
 prompts, batch sizes 1 and 8, the base and the base with an adapter attached.
 
-    .venv/bin/python -m pytest tests/test_eval_prefix_cache.py -q              # a tiny random Llama, seconds
-    .venv/bin/python -m pytest tests/test_eval_prefix_cache.py -q -m slow      # the bundled SmolLM2-135M
+    .venv/bin/python -m pytest tests/eval/test_prefix_cache.py -q              # a tiny random Llama, seconds
+    .venv/bin/python -m pytest tests/eval/test_prefix_cache.py -q -m slow      # the bundled SmolLM2-135M
 
 The tiny model uses the bundled tokenizer, so the prompts, their shared token prefix and the padding are
 the real ones; only the weights are random (and a random model's near-tied logits make it a strict test).

@@ -1,6 +1,6 @@
 """results.json / .csv / .md rendering from hand-made pair results (fast, no model).
 
-    .venv/bin/python -m pytest tests/test_eval_report.py -q
+    .venv/bin/python -m pytest tests/eval/test_report.py -q
 """
 from __future__ import annotations
 
@@ -68,7 +68,7 @@ def test_report_does_not_import_the_runner():
     import sys
 
     code = "import sys, eval.report; print('eval.runner' in sys.modules, 'torch' in sys.modules)"
-    done = subprocess.run([sys.executable, "-c", code], cwd=Path(__file__).resolve().parents[1], capture_output=True,
+    done = subprocess.run([sys.executable, "-c", code], cwd=Path(__file__).resolve().parents[2], capture_output=True,
                           text=True, timeout=60)
     assert done.stdout.split() == ["False", "False"], done.stderr
 

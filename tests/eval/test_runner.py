@@ -1,8 +1,8 @@
 """eval/runner.py: planning, resume fingerprints and error rows with a stand-in engine (fast), and end to end
 on the bundled SmolLM2-135M with throwaway adapters (slow: generates on CPU, ~1-2 min).
 
-    .venv/bin/python -m pytest tests/test_eval_runner.py -q               # fast ones
-    .venv/bin/python -m pytest tests/test_eval_runner.py -q -m slow       # end to end
+    .venv/bin/python -m pytest tests/eval/test_runner.py -q               # fast ones
+    .venv/bin/python -m pytest tests/eval/test_runner.py -q -m slow       # end to end
 """
 from __future__ import annotations
 
@@ -17,12 +17,12 @@ from types import SimpleNamespace
 import pytest
 
 import eval.engine as engine
-from eval.cli import main
 from eval.discovery import discover, group_by_base
 from eval.fixtures import BUNDLED_REF, run_record, six_task_registry
 from eval.fixtures import make_fake_adapter as fake_adapter
 from eval.runner import Settings, rows_and_pairs
 from eval.tasks import load_registry, load_task_data
+from lora.cli.shims import eval_main as main
 from lora.core.run_record import RunRecord
 
 TASKS = "fpb,formula"
@@ -256,7 +256,7 @@ def test_unknown_family_is_said_in_results(tmp_path, fake_engine):
     fake_adapter(tmp_path / "ad" / "tiny", run=run_record("tiny"))
     out = tmp_path / "out"
     reg = tmp_path / "tasks.json"
-    repo = Path(__file__).resolve().parents[1]
+    repo = Path(__file__).resolve().parents[2]
     reg.write_text(json.dumps({"fpb": {**json.loads((repo / "eval" / "tasks.json").read_text())["fpb"],
                                        "data": str(repo / "data" / "test" / "fpb_test.jsonl"), "train": None}}))
     assert main([str(tmp_path / "ad"), "--base-model", BUNDLED_REF, "--tasks-json", str(reg), "--limit", "2",

@@ -1,6 +1,6 @@
 """eval/shots.py: k-shot examples for the base row (pure planning; fast, no model).
 
-    .venv/bin/python -m pytest tests/test_eval_shots.py -q
+    .venv/bin/python -m pytest tests/eval/test_shots.py -q
 """
 from __future__ import annotations
 

@@ -1,6 +1,6 @@
 """eval/tasks.py: the task registry (pydantic-validated, one-line errors) and test-data loading (fast).
 
-    .venv/bin/python -m pytest tests/test_eval_tasks.py -q
+    .venv/bin/python -m pytest tests/eval/test_tasks.py -q
 """
 from __future__ import annotations
 

@@ -1,6 +1,6 @@
 """lora/pod/queue.py through `finetune.py --queue/--match/--sweep`, with the training and eval children patched.
 
-    .venv/bin/python -m pytest tests/test_queue.py -q
+    .venv/bin/python -m pytest tests/pod/test_queue.py -q
 
 The fake trainer writes what axolotl writes (checkpoint-N with trainer_state.json and adapter weights,
 the adapter beside them); the fake `python -m eval` writes a results.json with one row per adapter.
@@ -14,13 +14,12 @@ from pathlib import Path
 
 import pytest
 
-from lora.cli.finetune import finetune as cli
-
-from lora.train import launch as launch_plan
-from lora.pod import queue as queue_mod
+from lora.cli.shims import finetune_main
 from lora.core.process import ChildResult
 from lora.estimate import tokens as plan_tokens
+from lora.pod import queue as queue_mod
 from lora.pod.queue_state import read_state
+from lora.train import launch as launch_plan
 from lora.train.lock import RunLock
 from tests.conftest import cpu_entry
 
@@ -105,7 +104,7 @@ def registry(workspace):
 
 
 def run(workspace, *args):
-    return cli.main(workspace.argv(*args))
+    return finetune_main(workspace.argv(*args))
 
 
 def state_of(workspace):
@@ -245,7 +244,7 @@ def test_on_finish_runs_an_argv_whatever_the_outcome_and_reports_its_exit_code(r
     children.outcomes["a"] = "fail"
     children.on_finish_code = 3
     argv = [*registry.argv("--queue", "a", "--eval", "none"), "--on-finish", "echo", "done; rm -rf /"]
-    assert cli.main(argv) == 1
+    assert finetune_main(argv) == 1
     assert children.others == [["echo", "done; rm -rf /"]]  # an argv: the shell never sees it
     folder, state = state_of(registry)
     assert state.on_finish.exit_code == 3
@@ -301,7 +300,7 @@ def test_sweep_writes_a_listable_registry_queues_it_and_plots_the_metric(registr
     assert (folder / "summary.png").read_bytes()[:4] == b"\x89PNG"
     assert "| a-lora_r8 | complete | 8 | 2 |" in (folder / "summary.md").read_text()
     capsys.readouterr()
-    assert cli.main(["--list", "--config-json", str(folder / "sweep.json")]) == 0
+    assert finetune_main(["--list", "--config-json", str(folder / "sweep.json")]) == 0
     assert "a-lora_r4" in capsys.readouterr().out
 
 
@@ -328,10 +327,10 @@ def test_sweep_over_64_runs_needs_yes(registry, children, capsys, monkeypatch):
     (("--match", "z*"), "--match 'z*' matches none of the 4 entries"),
     (("a", "--sweep", "lora_rr=4,8"), "no key 'lora_rr'; did you mean 'lora_r'"),
     (("a", "--sweep", "lora_r=4,x"), "--sweep lora_r=x: key 'lora_r'"),
-    (("--sweep", "lora_r=4"), "--sweep needs the entry"),
-    (("a", "--queue", "b"), "drop the positional 'a'"),
-    (("--queue", "a", "--fresh"), "--fresh does not combine with a queue"),
-    (("a", "--stop-on-error"), "--stop-on-error is a queue flag"),
+    (("--sweep", "lora_r=4"), "a sweep needs the entry to sweep first"),
+    (("--queue", "a", "--fresh"), "finlora queue does not take --fresh"),
+    (("--queue", "a", "--plan"), "finlora queue does not take --plan"),
+    (("a", "--stop-on-error"), "finlora train does not take --stop-on-error"),
     (("--queue", "a", "--eval-limit", "0"), "--eval-limit 0"),
     (("--queue", "a", "--queue-name", "../x"), "--queue-name '../x'"),
 ])
@@ -343,7 +342,7 @@ def test_bad_input_is_one_line_exit_2_before_anything_runs(registry, children, c
 
 
 def test_on_finish_without_a_command_is_bad_input(registry, children, capsys):
-    assert cli.main([*registry.argv("--queue", "a"), "--on-finish"]) == 2
+    assert finetune_main([*registry.argv("--queue", "a"), "--on-finish"]) == 2
     assert "--on-finish needs a command" in capsys.readouterr().err and children.trained == []
 
 

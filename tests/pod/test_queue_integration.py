@@ -1,6 +1,6 @@
 """Real queues on this CPU: finetune.py --queue / --sweep -> axolotl on the bundled model, a few steps per run.
 
-    python -m pytest -m slow tests/test_queue_integration.py
+    python -m pytest -m slow tests/pod/test_queue_integration.py
 
 1. A queue of two tiny entries with a failing one between them: SIGTERM during the second run, then the same
    command again, SIGKILL (queue and trainer: a lost pod) during the resumed run, then the same command again:
@@ -20,9 +20,9 @@ from pathlib import Path
 
 import pytest
 
-from lora.train.outputs import checkpoint_step, complete_checkpoints
 from lora.pod.queue_state import read_state
 from lora.train.lock import processes_with_token
+from lora.train.outputs import checkpoint_step, complete_checkpoints
 from tests.conftest import REPO, cpu_entry
 
 pytestmark = pytest.mark.slow

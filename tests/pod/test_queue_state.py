@@ -1,6 +1,6 @@
 """lora/pod/queue_state.py: queue.json's model, atomic round trip, and the pure transitions.
 
-    .venv/bin/python -m pytest tests/test_queue_state.py -q
+    .venv/bin/python -m pytest tests/pod/test_queue_state.py -q
 """
 from __future__ import annotations
 

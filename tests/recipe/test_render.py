@@ -67,7 +67,7 @@ def test_cpu_profile_turns_off_cuda_only_features():
 
 
 def test_pod_profile_and_finlora_variants():
-    """Catalogue recipes carry their published card's values (tests/test_finlora_recipes.py checks every key)."""
+    """Catalogue recipes carry their published card's values (tests/recipe/test_finlora_recipes.py checks every key)."""
     from lora.recipe.finlora_cards import cards
 
     q8, card8 = shipped("formula_llama_3_1_8b_8bits_r8"), cards()["formula_llama_3_1_8b_8bits_r8"][1]

@@ -1,6 +1,6 @@
 """lora/recipe/sweep.py: parsing KEY=V1,V2, the product, names, validation by the registry schema, the registry file.
 
-    .venv/bin/python -m pytest tests/test_sweep.py -q
+    .venv/bin/python -m pytest tests/recipe/test_sweep.py -q
 """
 from __future__ import annotations
 

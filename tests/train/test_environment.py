@@ -6,11 +6,9 @@ import signal
 import sys
 import threading
 
-from lora.recipe.command import build_command
-
-from lora.train.environment import child_environment
-
 from lora.core.process import run_child
+from lora.recipe.command import build_command
+from lora.train.environment import child_environment
 
 TAIL = ["--dynamo_backend", "no", "-m", "axolotl.cli.train"]
 

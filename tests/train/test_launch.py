@@ -1,6 +1,6 @@
 """lora/train/launch.py: decide() is pure (facts in, LaunchPlan out) and decides resume / done / fresh.
 
-    .venv/bin/python -m pytest tests/test_launch_plan.py -q
+    .venv/bin/python -m pytest tests/train/test_launch.py -q
 """
 from __future__ import annotations
 
@@ -10,8 +10,8 @@ import pytest
 
 from eval.fixtures import run_record
 from lora.core.errors import UserError
-from lora.train.launch import Facts, FolderState, LaunchRequest, decide, entry_for
 from lora.recipe.registry import load_registry
+from lora.train.launch import Facts, FolderState, LaunchRequest, decide, entry_for
 from tests.conftest import cpu_entry
 
 
@@ -77,9 +77,9 @@ def test_training_records_the_child_trees_compute_in_run_json(setup, monkeypatch
     import subprocess
     import sys
 
-    from lora.train import launch as launch_plan
     from lora.core.process import ChildResult
     from lora.core.run_record import RunRecord
+    from lora.train import launch as launch_plan
     from lora.train.lock import RunLock
 
     monkeypatch.setattr(launch_plan, "COMPUTE_INTERVAL", 0.05)

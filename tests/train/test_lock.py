@@ -12,7 +12,7 @@ from datetime import datetime
 import pytest
 
 from eval.fixtures import run_record
-from lora.cli.finetune import finetune as cli
+from lora.cli.shims import finetune_main
 from lora.core.process import ChildResult
 from lora.recipe.registry import UserError
 from lora.train.lock import RunLock, lock_path, move_aside, processes_with_token, resume_point
@@ -151,11 +151,11 @@ def failing_child(fake_child):
 
 def test_rerun_resumes_from_newest_complete_checkpoint(workspace, failing_child, capsys):
     workspace.write({"cpu": cpu_entry()})
-    cli.main(workspace.argv("cpu"))  # first launch "fails": leaves run.json with this recipe
+    finetune_main(workspace.argv("cpu"))  # first launch "fails": leaves run.json with this recipe
     out = workspace.adapters / "cpu"
     make_checkpoint(out, 1)
     make_checkpoint(out, 2, complete=False)
-    cli.main(workspace.argv("cpu"))
+    finetune_main(workspace.argv("cpu"))
     argv = failing_child.calls[-1]["argv"]
     assert argv[-2:] == ["--resume_from_checkpoint", str(out / "checkpoint-1")]
     assert "resuming from" in capsys.readouterr().err
@@ -164,9 +164,9 @@ def test_rerun_resumes_from_newest_complete_checkpoint(workspace, failing_child,
 
 def test_changed_recipe_refuses_to_resume(workspace, failing_child, capsys):
     workspace.write({"cpu": cpu_entry()})
-    cli.main(workspace.argv("cpu"))
+    finetune_main(workspace.argv("cpu"))
     workspace.write({"cpu": cpu_entry(lora_r=16)})
-    assert cli.main(workspace.argv("cpu")) == 2
+    assert finetune_main(workspace.argv("cpu")) == 2
     assert "different recipe" in capsys.readouterr().err and len(failing_child.calls) == 1
 
 
@@ -176,8 +176,8 @@ def test_fresh_moves_the_old_run_aside_and_starts_over(workspace, failing_child)
     out.mkdir(parents=True)
     (out / "adapter_model.safetensors").write_bytes(b"x")
     run_record("cpu", status="complete").write(out)
-    assert cli.main(workspace.argv("cpu")) == 0 and failing_child.calls == []  # finished: nothing to do
-    cli.main(workspace.argv("cpu", "--fresh"))
+    assert finetune_main(workspace.argv("cpu")) == 0 and failing_child.calls == []  # finished: nothing to do
+    finetune_main(workspace.argv("cpu", "--fresh"))
     assert len(failing_child.calls) == 1 and "--resume_from_checkpoint" not in failing_child.calls[0]["argv"]
     old = [p for p in workspace.adapters.iterdir() if p.name.startswith("cpu.old-")]
     assert len(old) == 1 and (old[0] / "adapter_model.safetensors").exists()

@@ -1,6 +1,6 @@
 """Sample packing with SDPA: a packed row gives each of its samples the loss that sample gets alone.
 
-    .venv/bin/python -m pytest tests/test_packing_sdpa.py -q
+    .venv/bin/python -m pytest tests/train/test_packing_sdpa.py -q
 
 How axolotl 0.19 keeps packed samples apart under `attn_implementation: sdpa` (read in the venv):
 utils/schemas/config.py `attn_decontaminates_packing` is true for sdpa, so core/builders/causal.py sets

@@ -1,6 +1,6 @@
 """lora/train/preflight.py: one test per failure, over faked facts; then --check and a GPU launch on this CPU machine.
 
-    .venv/bin/python -m pytest tests/test_preflight.py -q
+    .venv/bin/python -m pytest tests/train/test_preflight.py -q
 """
 from __future__ import annotations
 
@@ -8,11 +8,12 @@ import json
 
 import pytest
 
-from lora.cli.finetune import finetune as cli
-
-from lora.train import launch as launch_plan
+from lora.cli.shims import finetune_main
 from lora.core.errors import UserError
 from lora.estimate import plan_for_entry
+from lora.recipe.profiles import PROFILES, GpuInfo
+from lora.recipe.registry import load_registry
+from lora.train import launch as launch_plan
 from lora.train.preflight import (
     Needs,
     check_attention,
@@ -31,8 +32,6 @@ from lora.train.preflight import (
     run_checks,
     torch_fix,
 )
-from lora.recipe.profiles import PROFILES, GpuInfo
-from lora.recipe.registry import load_registry
 from tests.conftest import REPO, cpu_entry, fake_machine
 
 FORMULA = str(REPO / "data" / "train" / "formula_train.jsonl")
@@ -208,7 +207,7 @@ def test_check_on_a_gpu_entry_here_exits_2_with_the_real_reason(workspace, capsy
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     workspace.write({"pod": cpu_entry(base_model="meta-llama/Llama-3.1-8B-Instruct", dataset_path=FORMULA,
                                       profile="a5000x4", quant_bits=8)})
-    assert cli.main(workspace.argv("pod", "--check")) == 2
+    assert finetune_main(workspace.argv("pod", "--check")) == 2
     out, err = capsys.readouterr()
     assert "FAIL  cuda:" in out and "ok    data:" in out
     assert len(err.strip().splitlines()) == 1 and err.startswith("error: pre-flight cuda: ")
@@ -222,7 +221,7 @@ def test_check_on_a_gpu_entry_here_exits_2_with_the_real_reason(workspace, capsy
 
 def test_check_on_a_cpu_entry_passes(workspace, capsys):
     workspace.write({"cpu": cpu_entry()})
-    assert cli.main(workspace.argv("cpu", "--check")) == 0
+    assert finetune_main(workspace.argv("cpu", "--check")) == 0
     out = capsys.readouterr().out
     assert "FAIL" not in out and "ok    output:" in out and "cuda" not in out
 
@@ -235,7 +234,7 @@ def test_gpu_launch_refused_by_the_preflight_launches_nothing(workspace, fake_ch
     monkeypatch.setattr(launch_plan, "gather", lambda **_: fake_machine(4, gpus=full))
     workspace.write({"pod": cpu_entry(base_model="meta-llama/Llama-3.1-8B-Instruct", dataset_path=FORMULA,
                                       profile="a5000x4", quant_bits=8)})
-    assert cli.main(workspace.argv("pod")) == 2
+    assert finetune_main(workspace.argv("pod")) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and err.startswith("error: pre-flight memory: plan peak")
     assert fake_child.calls == [] and workspace.written() == []
@@ -249,7 +248,7 @@ def test_gpu_launch_adds_flash_attn_and_env_trackers_never_their_values(workspac
     monkeypatch.delenv("TENSORBOARD_LOGGING_DIR", raising=False)
     workspace.write({"pod": cpu_entry(base_model="meta-llama/Llama-3.1-8B-Instruct", dataset_path=FORMULA,
                                       profile="a5000x4", quant_bits=8)})
-    cli.main(workspace.argv("pod"))
+    finetune_main(workspace.argv("pod"))
     (call,) = fake_child.calls
     argv = call["argv"]
     assert argv[argv.index("--attn_implementation") + 1] == "flash_attention_2"
@@ -268,7 +267,7 @@ def test_entry_trackers_render_into_the_recipe(workspace, fake_child, monkeypatc
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     workspace.write({"pod": cpu_entry(base_model="meta-llama/Llama-3.1-8B-Instruct", dataset_path=FORMULA,
                                       profile="a5000x4", quant_bits=8, trackers=["wandb"], attention="sdpa")})
-    cli.main(workspace.argv("pod"))
+    finetune_main(workspace.argv("pod"))
     argv = fake_child.calls[0]["argv"]
     assert "--use_wandb" not in argv and "--attn_implementation" not in argv  # the recipe already says so
     recipe = (workspace.recipes / "pod.yaml").read_text()

@@ -1,6 +1,6 @@
 """Real training on this CPU: finetune.py -> accelerate -> axolotl on the bundled model, a few steps each.
 
-    python -m pytest -m slow tests/test_train_integration.py
+    python -m pytest -m slow tests/train/test_train_integration.py
 
 Each launch costs ~45 s of axolotl start-up (imports, tokenisation, model load) plus a few short steps.
 """

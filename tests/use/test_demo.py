@@ -1,9 +1,9 @@
 """lora/use/demo.py: the Gradio demo — decisions without a model (fast), a real server driven through gradio_client
 (slow), and a real headless Chromium that saves the screenshot docs/demo.md shows (browser: make demo-screenshot).
 
-    .venv/bin/python -m pytest -q tests/test_demo.py -m "not slow"
-    .venv/bin/python -m pytest -q tests/test_demo.py -m slow
-    make demo-screenshot        # = DEMO_SCREENSHOT=docs/demo-app.png pytest -m browser tests/test_demo.py
+    .venv/bin/python -m pytest -q tests/use/test_demo.py -m "not slow"
+    .venv/bin/python -m pytest -q tests/use/test_demo.py -m slow
+    make demo-screenshot        # = DEMO_SCREENSHOT=docs/demo-app.png pytest -m browser tests/use/test_demo.py
 """
 from __future__ import annotations
 
@@ -22,6 +22,7 @@ from eval.fixtures import make_fake_adapter, run_record
 from lora.use import demo
 from lora.use.demo import Answer, DemoAdapter, answer_table, compare, row_labels
 from tests.conftest import REPO
+from tests.verb_support import verb_main, verb_plan
 
 TEXT = "Operating profit rose to EUR 13.1 mn from EUR 8.7 mn in the corresponding period in 2007."
 
@@ -109,7 +110,7 @@ def test_preset_tasks_put_the_adapters_own_tasks_first():
 
 
 def run_main(argv, capsys) -> tuple[int, str]:
-    code = demo.main(argv)
+    code = verb_main("demo", argv)
     return code, capsys.readouterr().err
 
 
@@ -149,7 +150,7 @@ def test_adapters_on_another_base_are_listed_not_loaded(tmp_path):
     other.mkdir()
     (other / "config.json").write_text("{}")
     make_fake_adapter(tmp_path / "c", run=run_record("c", base_model=str(other)))
-    p = demo.plan(["--adapters", str(tmp_path), "--port", "0"])
+    p = verb_plan("demo", ["--adapters", str(tmp_path), "--port", "0"])
     assert [a.name for a in p.adapters] == ["a", "b"] and p.base_ref == "models/base_model/smollm2-135m-instruct"
     assert p.skipped == (f"c: base {other} (one base per demo; --adapters a folder of its own)",)
 
@@ -207,11 +208,10 @@ def server(tiny_adapters):
 @pytest.mark.slow
 def test_gradio_client_gets_the_answers_lora_infer_gives(server, tiny_adapters, capsys):
     """Through the HTTP API: a preset row's text, the base and the adapter answer, and each answer is the one
-    `python -m lora.use.infer` gives for the same prompt, stop rule and budget (the demo switches adapters on one
+    `finlora infer` gives for the same prompt, stop rule and budget (the demo switches adapters on one
     base; infer loads its own)."""
     from gradio_client import Client
 
-    from lora.use import infer
 
     url, name = server
     if name is None:
@@ -227,7 +227,7 @@ def test_gradio_client_gets_the_answers_lora_infer_gives(server, tiny_adapters, 
     assert table["data"][1] == ["prompt", "chatml", "chatml"]
     adapter_dir = str(Path(tiny_adapters[0]) / name)
     for row, extra in (("base", ["--base"]), (name, [])):
-        assert infer.main([adapter_dir, text, "--one-line", "--max-new-tokens", "6", *extra]) == 0
+        assert verb_main("infer", [adapter_dir, text, "--one-line", "--max-new-tokens", "6", *extra]) == 0
         assert answers[row] == capsys.readouterr().out.strip()
     assert answers["base"] != answers[name]  # the adapter changes the answer (seeded fixture; a no-op would not)
     with pytest.raises(Exception, match="choose at least one adapter"):

@@ -1,7 +1,7 @@
 """lora/use/infer.py: bad input (exit 2, nothing written), the one-line rule, and real answers on the bundled
 model that match eval's generation for the training prompt (text, --file, --chat streamed from a pipe, --base).
 
-    .venv/bin/python -m pytest tests/test_infer.py -q
+    .venv/bin/python -m pytest tests/use/test_infer.py -q
 """
 from __future__ import annotations
 
@@ -10,15 +10,16 @@ import json
 import pytest
 
 from eval.fixtures import make_fake_adapter, run_record
-from lora.use import infer
 from lora.core.prompts import PROMPT_FORMATS, apply
+from lora.use import infer
+from tests.verb_support import verb_main
 
 BUNDLED = "models/base_model/smollm2-135m-instruct"
 QUESTION = "Operating profit rose to EUR 13.1 mn from EUR 8.7 mn."
 
 
 def _refused(argv, capsys, needle: str) -> None:
-    assert infer.main(argv) == 2
+    assert verb_main("infer", argv) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("error: ") and "\n" not in err and needle in err
 
@@ -26,7 +27,7 @@ def _refused(argv, capsys, needle: str) -> None:
 def test_unfinished_run_names_the_checkpoint(tmp_path, capsys):
     folder = make_fake_adapter(tmp_path / "sentiment_x", run=run_record("sentiment_x", "running"))
     make_fake_adapter(folder / "checkpoint-3")
-    _refused([str(folder), "hi"], capsys, "python -m lora.use.infer")
+    _refused([str(folder), "hi"], capsys, "finlora infer")
     _refused([str(folder), "hi"], capsys, "--checkpoint latest (or --checkpoint checkpoint-3)")
 
 
@@ -97,16 +98,16 @@ def expected(adapter):
 def test_text_and_base_answers_are_evals(adapter, expected, capsys):
     on, off, _ = expected
     assert on[0] != off  # the adapter changes this answer, so the two runs below are distinguishable
-    assert infer.main([str(adapter), QUESTION, "--max-new-tokens", "16"]) == 0
+    assert verb_main("infer", [str(adapter), QUESTION, "--max-new-tokens", "16"]) == 0
     assert capsys.readouterr().out.strip() == on[0].strip()
-    assert infer.main([str(adapter), "--base", QUESTION, "--max-new-tokens", "16"]) == 0
+    assert verb_main("infer", [str(adapter), "--base", QUESTION, "--max-new-tokens", "16"]) == 0
     assert capsys.readouterr().out.strip() == off.strip()
 
 
 def test_file_batch_adds_output(adapter, expected, tmp_path):
     src, out = tmp_path / "in.jsonl", tmp_path / "out.jsonl"
     src.write_text(json.dumps({"context": QUESTION, "id": 1}) + "\n" + json.dumps({"text": "Sales fell 20 percent."}) + "\n")
-    assert infer.main([str(adapter), "--file", str(src), "--out", str(out), "--max-new-tokens", "16"]) == 0
+    assert verb_main("infer", [str(adapter), "--file", str(src), "--out", str(out), "--max-new-tokens", "16"]) == 0
     rows = [json.loads(line) for line in out.read_text().splitlines()]
     assert [r["output"] for r in rows] == expected[2]
     assert rows[0]["id"] == 1 and rows[1]["text"] == "Sales fell 20 percent."
@@ -121,7 +122,7 @@ def test_chat_streams_each_line_piped_into_the_command(adapter, expected):
     from tests.conftest import REPO
 
     env = {**os.environ, "HF_HUB_OFFLINE": "1"}
-    done = subprocess.run([sys.executable, "-m", "lora.use.infer", str(adapter), "--chat", "--max-new-tokens", "16"],
+    done = subprocess.run([sys.executable, "-m", "lora", "infer", str(adapter), "--chat", "--max-new-tokens", "16"],
                           input=QUESTION + "\nSales fell 20 percent.\n\nnot asked\n", capture_output=True, text=True,
                           cwd=REPO, env=env, timeout=300)
     assert done.returncode == 0, done.stderr[-2000:]

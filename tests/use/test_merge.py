@@ -2,7 +2,7 @@
 real merges of seeded adapters on the bundled model (fp32 agrees 100%; DoRA and rsLoRA logits match;
 a failed verification keeps nothing; --force replaces only after verification).
 
-    .venv/bin/python -m pytest tests/test_merge.py -q
+    .venv/bin/python -m pytest tests/use/test_merge.py -q
 """
 from __future__ import annotations
 
@@ -12,9 +12,10 @@ from pathlib import Path
 import pytest
 
 from eval.fixtures import make_fake_adapter, run_record
+from lora.core.prompts import PROMPT_FORMATS, apply
 from lora.use import merge
 from lora.use.merge import VerifyRow, agreement, chat_template, pick_rows, verify_tasks
-from lora.core.prompts import PROMPT_FORMATS, apply
+from tests.verb_support import verb_main, verb_plan
 
 BUNDLED = "models/base_model/smollm2-135m-instruct"
 ALL_LINEAR = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
@@ -68,7 +69,7 @@ def _fake(tmp_path: Path, status: str = "complete", base: str = BUNDLED, checkpo
 
 
 def _refused(argv, capsys, needle: str) -> str:
-    assert merge.main(argv) == 2
+    assert verb_main("merge", argv) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("error: ") and "\n" not in err and needle in err
     return err
@@ -89,12 +90,12 @@ def test_unfinished_run_without_checkpoints_says_to_finish_it(tmp_path, capsys):
 
 def test_checkpoint_latest_picks_the_newest(tmp_path):
     folder = _fake(tmp_path, status="failed", checkpoints=(5, 20, 10))
-    p = merge.plan([str(folder), "--checkpoint", "latest", "--verify-rows", "3"])
+    p = verb_plan("merge", [str(folder), "--checkpoint", "latest", "--verify-rows", "3"])
     assert p.adapter.weights_dir == folder / "checkpoint-20"
     assert p.out.name == "sentiment_x-checkpoint-20"
     assert p.tasks[0] == "fpb" and len(p.rows) == 3  # the sentiment family's tasks
     assert p.rows[0].prompt.startswith("<|im_start|>user\n")  # the training prompt (run.json: chatml)
-    assert merge.plan([str(folder), "--checkpoint", "10", "--verify-rows", "1"]).adapter.weights_dir.name == "checkpoint-10"
+    assert verb_plan("merge", [str(folder), "--checkpoint", "10", "--verify-rows", "1"]).adapter.weights_dir.name == "checkpoint-10"
 
 
 def test_unknown_checkpoint_lists_the_ones_there(tmp_path, capsys):
@@ -154,13 +155,13 @@ def _merged_record(out: Path) -> dict:
 def test_fp32_merge_agrees_on_every_row_and_writes_a_standalone_model(adapters, tmp_path, capsys):
     out = tmp_path / "m"
     argv = [str(adapters["lora"]), "--out", str(out), "--dtype", "fp32", "--verify-rows", "4"]
-    assert merge.main(argv) == 0
+    assert verb_main("merge", argv) == 0
     rec = _merged_record(out)
     v = rec["verification"]
     assert v["agreement"] == 1.0 and v["accepted"] and v["rows"] == 4
     assert v["rows_the_adapter_changes_vs_base"] > 0  # the check can tell the adapter from the base
     assert v["chat_template_matches_training_prompt"] is True
-    assert rec["dtype"] == "fp32" and rec["command"] == "python -m lora.use.merge " + " ".join(argv)
+    assert rec["dtype"] == "fp32" and rec["command"] == "finlora merge " + " ".join(argv)
     assert len(rec["adapter"]["run_json_sha256"]) == 64
     assert {"model.safetensors", "config.json", "tokenizer.json", "chat_template.jinja"} <= {p.name for p in out.iterdir()}
     tok = json.loads((out / "tokenizer_config.json").read_text())
@@ -183,7 +184,7 @@ def test_failed_verification_exits_1_and_keeps_nothing_even_with_force(tmp_path,
 
     monkeypatch.setattr(merge, "merge_into", fake_merge)
     monkeypatch.setattr(merge, "verify", lambda p, staging, ref, q: merge.Outcome(*agreement(ref, ["positive", "neutral"])))
-    assert merge.main([str(_fake(tmp_path)), "--out", str(out), "--force", "--verify-rows", "2"]) == 1
+    assert verb_main("merge", [str(_fake(tmp_path)), "--out", str(out), "--force", "--verify-rows", "2"]) == 1
     assert "merge rejected: agreement 0.500 (1/2 rows identical; accepted >= 0.9" in capsys.readouterr().err
     assert staged and not staged[0].exists()  # the temp folder beside --out is gone
     assert [p.name for p in out.iterdir()] == ["old.txt"]  # and the old folder is untouched
@@ -197,7 +198,7 @@ def test_dora_and_rslora_merge_to_the_adapters_logits(adapters, variant, tmp_pat
     from eval.engine import AdapterHost, load_base
 
     out = tmp_path / variant
-    assert merge.main([str(adapters[variant]), "--out", str(out), "--dtype", "fp32", "--verify-rows", "2"]) == 0
+    assert verb_main("merge", [str(adapters[variant]), "--out", str(out), "--dtype", "fp32", "--verify-rows", "2"]) == 0
     assert _merged_record(out)["verification"]["agreement"] == 1.0
     cfg = json.loads((adapters[variant] / "adapter_config.json").read_text())
     assert cfg["use_dora" if variant == "dora" else "use_rslora"] is True
@@ -222,7 +223,7 @@ def test_4bit_trained_adapter_is_merged_into_the_full_precision_base(tmp_path):
 
     adapter = make_tiny_adapter(tmp_path / "sentiment_q4", BUNDLED, seed=4, scale=0.05, quant_bits=4)
     out = tmp_path / "m"
-    assert merge.main([str(adapter), "--out", str(out), "--dtype", "fp32", "--verify-rows", "4"]) == 0
+    assert verb_main("merge", [str(adapter), "--out", str(out), "--dtype", "fp32", "--verify-rows", "4"]) == 0
     v = _merged_record(out)["verification"]
     assert v["agreement"] == 1.0  # the merge itself, against the adapter on the fp32 base
     assert v["quant_agreement"] is not None and v["quant_reference"] == "adapter on the 4-bit base (as trained)"

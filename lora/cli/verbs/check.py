@@ -8,7 +8,7 @@ from __future__ import annotations
 from argparse import Namespace
 
 from lora.cli.options import add_machine, add_name, add_registry, launch_request, run_name
-from lora.cli.train import resolve_profile_flag
+from lora.cli.verbs.train import resolve_profile_flag
 from lora.recipe.profiles import PROFILES
 from lora.recipe.registry import load_registry
 from lora.train.launch import check_request, entry_for, preflight

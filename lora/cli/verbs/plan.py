@@ -11,8 +11,8 @@ from __future__ import annotations
 import json
 from argparse import Namespace
 
-from lora.cli.options import add_name, add_nodes, add_price, add_registry, bounded, launch_request, run_name
-from lora.cli.train import resolve_profile_flag
+from lora.cli.options import add_name, add_nodes, add_price, add_registry, launch_request, run_name
+from lora.cli.verbs.train import resolve_profile_flag
 from lora.core.errors import UserError
 from lora.estimate import MissingFacts, format_plan, plan_for_entry, plan_to_json
 from lora.recipe.profiles import PROFILES
@@ -29,8 +29,8 @@ def register(p) -> None:
     g.add_argument("--profile", help="plan for this hardware profile instead of the entry's (docs/pods.md); "
                                      "`auto`: this machine's GPUs")
     g.add_argument("--zero", type=int, choices=(1, 2, 3), help="DeepSpeed ZeRO stage (overrides the entry)")
-    g.add_argument("--gpus", type=bounded(1, 1024), help="GPUs per machine (default: the profile's)")
-    g.add_argument("--cpu-processes", type=bounded(1, 1024), default=1, help="cpu entries: training processes")
+    g.add_argument("--gpus", type=int, help="GPUs per machine (default: the profile's)")
+    g.add_argument("--cpu-processes", type=int, default=1, help="cpu entries: training processes")
     add_nodes(g, rank=False)
 
 

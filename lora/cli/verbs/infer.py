@@ -13,6 +13,7 @@ from __future__ import annotations
 from argparse import BooleanOptionalAction, Namespace
 
 from lora.use import infer
+from lora.use.merge import quiet
 from lora.use.infer import DEFAULT_MAX_NEW_TOKENS
 
 INTERMIXED = True  # a flag between NAME and the text
@@ -38,5 +39,5 @@ def register(p) -> None:
 
 def run(args: Namespace) -> int:
     p, batch_size = infer.plan(args)
-    infer.quiet()
+    quiet()
     return infer.execute(p, batch_size)

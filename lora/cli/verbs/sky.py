@@ -12,7 +12,7 @@ from __future__ import annotations
 import os
 from argparse import Namespace
 
-from lora.cli.options import add_name, add_nodes, add_registry, add_sky, bounded, run_name
+from lora.cli.options import add_name, add_nodes, add_registry, add_sky, run_name
 from lora.pod import sky
 from lora.recipe.registry import load_registry
 from lora.train.launch import LaunchRequest, entry_for
@@ -25,7 +25,7 @@ def register(p) -> None:
     add_sky(p)
     g = p.add_argument_group("the rented machines")
     g.add_argument("--zero", type=int, choices=(1, 2, 3), help="DeepSpeed ZeRO stage (overrides the entry)")
-    g.add_argument("--gpus", type=bounded(1, 1024), help="GPUs per machine (default: the profile's)")
+    g.add_argument("--gpus", type=int, help="GPUs per machine (default: the profile's)")
     add_nodes(g, rank=False)
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 from argparse import Namespace
 
 from lora.cli.options import add_machine, add_price, add_queue, add_registry
-from lora.cli.queue import options
+from lora.cli.verbs.queue import options
 from lora.core.errors import UserError
 from lora.pod import queue
 from lora.recipe.registry import load_registry
@@ -26,6 +26,9 @@ def register(p) -> None:
 
 
 def run(args: Namespace) -> int:
+    if "=" in args.name:
+        raise UserError(f"a sweep needs the entry to sweep first: finlora sweep NAME {args.name} "
+                        "(python finetune.py NAME --sweep KEY=V1,V2)")
     if not args.sweep:
         raise UserError(f"give the values to sweep: finlora sweep {args.name} KEY=V1,V2 (e.g. lora_r=4,8)")
     opts = options(args, sweep=tuple(args.sweep), sweep_base=args.name)
