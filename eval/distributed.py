@@ -3,7 +3,7 @@
     python -m eval lora_adapters/ --processes 4        # a 4-GPU pod (the default there: every visible GPU)
     python -m eval lora_adapters/ --processes 2        # this CPU: 2 processes (gloo), cores split between them
 
-The parent (eval/cli.py) checks the input and plans the run as a one-process run would, then starts the
+The parent (`finlora eval`: lora/cli/verbs/eval.py, eval/request.py) checks the input and plans the run as a one-process run would, then starts the
 ranks with torch's elastic launcher — what `torchrun --standalone --nproc_per_node N` runs — driven through
 its Python API (`elastic_launch`), so the parent gets each rank's failure as data and prints it as one line
 instead of torchrun's traceback box. Each rank runs eval/runner.py on the same plan with a `Ranks` world:

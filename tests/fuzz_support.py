@@ -1,6 +1,6 @@
-"""What the three fuzz files share: the example budget, file-tree snapshots, the refusal check, figures.
+"""What the fuzz files share: the example budget, file-tree snapshots, the refusal check, figures.
 
-    FUZZ_EXAMPLES=2000 FUZZ_REPORT=/tmp/long.jsonl .venv/bin/python -m pytest -q -m fuzz tests/test_fuzz_*.py
+    FUZZ_EXAMPLES=2000 FUZZ_REPORT=/tmp/long.jsonl .venv/bin/python -m pytest -q -m fuzz tests/*/test_fuzz_*.py
 """
 from __future__ import annotations
 

@@ -8,12 +8,12 @@
 without bf16 instructions bf16 still runs, emulated and slower than fp32, so `auto` picks fp32 there and an
 explicit `bf16` is refused (exit 2) instead of silently running slow.
 
-Recipes stay machine-independent. A committed recipe is `python -m lora.recipe.render`'s output and must be the
+Recipes stay machine-independent. A committed recipe is `finlora render`'s output and must be the
 same file whichever machine rendered it, so `auto` is never resolved into a recipe: a cpu-profile recipe
 rendered for `auto` writes fp32's keys (`bf16: false`) plus a comment saying that the launch decides, and
 `finetune.py` resolves `auto` at launch on the machine that trains, passing `--bf16 True` to axolotl (and
 `--mixed_precision bf16` to accelerate) when the CPU has bf16. The recipe therefore runs as written (fp32)
-anywhere, `python -m lora.recipe.render --check` holds on every machine, and run.json's `precision` records what
+anywhere, `finlora render --check` holds on every machine, and run.json's `precision` records what
 actually ran. An explicit `--precision fp32|bf16` is the user's choice, not the machine's, so it is
 rendered into the recipe's keys (like `--zero`), and the launch adds nothing.
 

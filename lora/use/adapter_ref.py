@@ -1,7 +1,7 @@
 """Which adapter a `NAME|PATH` argument means, and everything merge and infer need to know about it.
 
-    python -m lora.use.merge sentiment_smollm2_cpu                       # NAME: lora_adapters/NAME
-    python -m lora.use.infer lora_adapters/x --checkpoint latest "text"   # PATH, an unfinished run's newest checkpoint
+    finlora merge sentiment_smollm2_cpu                       # NAME: lora_adapters/NAME
+    finlora infer lora_adapters/x --checkpoint latest "text"   # PATH, an unfinished run's newest checkpoint
 
 File reads and decisions only (no model, no torch), shared by lora/use/merge.py and lora/use/infer.py so both
 refuse the same bad input with the same line: an unknown name, an unfinished run (naming the checkpoint
@@ -130,7 +130,7 @@ def _base(arg: str, run: RunRecord | None, run_dir: Path, weights_dir: Path, bas
 
 
 def resolve(arg: str, checkpoint: str | None = None, base_model: str | None = None,
-            prompt_format: str | None = None, adapters_dir: Path = ADAPTERS_DIR, prog: str = "python -m lora.use.merge") -> AdapterRef:
+            prompt_format: str | None = None, adapters_dir: Path = ADAPTERS_DIR, prog: str = "finlora merge") -> AdapterRef:
     """The adapter, its base and its training prompt, or one UserError line saying what to fix."""
     run_dir = adapter_folder(arg, adapters_dir)
     run = RunRecord.read(run_dir)  # UserError when malformed

@@ -1,8 +1,8 @@
 """Show what you trained: the base and each chosen adapter answer the same text side by side, in a browser.
 
-    python -m lora.use.demo                                   # http://127.0.0.1:7860, adapters from lora_adapters/
-    python -m lora.use.demo --adapters /tmp/adapters --port 7861
-    python -m lora.use.demo --port 0                          # any free port (the URL is printed)
+    finlora demo                                   # http://127.0.0.1:7860, adapters from lora_adapters/
+    finlora demo --adapters /tmp/adapters --port 7861
+    finlora demo --port 0                          # any free port (the URL is printed)
 
 One base model is loaded (eval/engine.py load_base, as eval and lora.use.infer load it) and every adapter in
 --adapters whose base it is gets attached to it once (peft load_adapter, every weight checked); a question

@@ -1,10 +1,10 @@
 """Ask a trained adapter (or its base) something, with the prompt it was trained on.
 
-    python -m lora.use.infer sentiment_smollm2_cpu "Operating profit rose to EUR 13.1 mn."
-    python -m lora.use.infer sentiment_smollm2_cpu --base "Operating profit rose to EUR 13.1 mn."   # the base alone
-    python -m lora.use.infer lora_adapters/x --file questions.jsonl --out answers.jsonl
-    python -m lora.use.infer sentiment_smollm2_cpu --chat                                          # streamed, line by line
-    python -m lora.use.infer merged/sentiment_smollm2_cpu "..."                                    # a lora.use.merge folder
+    finlora infer sentiment_smollm2_cpu "Operating profit rose to EUR 13.1 mn."
+    finlora infer sentiment_smollm2_cpu --base "Operating profit rose to EUR 13.1 mn."   # the base alone
+    finlora infer lora_adapters/x --file questions.jsonl --out answers.jsonl
+    finlora infer sentiment_smollm2_cpu --chat                                          # streamed, line by line
+    finlora infer merged/sentiment_smollm2_cpu "..."                                    # a finlora merge folder
 
 The text is wrapped in run.json's prompt_format (what training used, so the adapter is asked what it
 learnt: axolotl #1832), tokenised and generated exactly as eval does (eval/engine.py: load_base,

@@ -1,8 +1,8 @@
 """Merge a LoRA adapter into its base and save a standalone model, verified against the adapter.
 
-    python -m lora.use.merge sentiment_smollm2_cpu                        # -> merged/sentiment_smollm2_cpu (bf16)
-    python -m lora.use.merge lora_adapters/x --out /tmp/x-merged --dtype fp32 --verify-rows 64
-    python -m lora.use.merge x --checkpoint latest                        # an unfinished run's newest checkpoint
+    finlora merge sentiment_smollm2_cpu                        # -> merged/sentiment_smollm2_cpu (bf16)
+    finlora merge lora_adapters/x --out /tmp/x-merged --dtype fp32 --verify-rows 64
+    finlora merge x --checkpoint latest                        # an unfinished run's newest checkpoint
 
 What it does, in order (decide, then do):
   plan     the adapter (NAME = lora_adapters/NAME, or a folder), its base (as eval resolves it; never

@@ -1,6 +1,6 @@
 """The project's import graph, read from the source (ast; nothing is imported), and its layers.
 
-    python -m tests.architecture.graph                              # the stage graph as docs/architecture.md has it
+    python -m tests.architecture.graph                              # the stage graph and module table of the doc
     python -m tests.architecture.graph --write docs/architecture.md # rewrite that block in the doc
 
 A module's imports are split into top-level ones and those inside functions ("late"); imports under
@@ -164,6 +164,32 @@ def stage_edges(graph: dict) -> list[tuple[str, str]]:
 
 BEGIN, END = "<!-- stage graph: begin (python -m tests.architecture.graph --write docs/architecture.md) -->", \
     "<!-- stage graph: end -->"
+TABLE_BEGIN, TABLE_END = ("<!-- modules: begin (python -m tests.architecture.graph --write docs/architecture.md) -->",
+                          "<!-- modules: end -->")
+
+
+def summary(path: Path) -> str:
+    """A module's docstring, first sentence of its first paragraph, on one line."""
+    doc = ast.get_docstring(ast.parse(path.read_text(encoding="utf-8"))) or ""
+    first = " ".join(doc.split("\n\n")[0].split())
+    for end in (". ", "; "):
+        if end in first:
+            first = first[: first.index(end) + 1].rstrip(";")
+            break
+    return first.replace("|", "\\|")
+
+
+def module_table(root: Path = REPO) -> str:
+    """Every module of lora/ and eval/, by stage, with what its docstring says it is."""
+    mods = modules(root)
+    lines = [TABLE_BEGIN]
+    for i, (name, _, what) in enumerate(STAGES):
+        lines += ["", f"**{name}** — {what}", "", "| module | what it is |", "|---|---|"]
+        for mod, path in mods.items():
+            if stage_of(mod) == i or (i == len(STAGES) - 1 and mod in ENTRY_POINTS):
+                lines.append(f"| `{path.relative_to(root)}` | {summary(path)} |")
+    lines += ["", TABLE_END]
+    return "\n".join(lines)
 
 
 def _where(dotted: str) -> str:
@@ -182,15 +208,20 @@ def diagram(graph: dict) -> str:
     return "\n".join(lines)
 
 
-def write_diagram(doc: Path, graph: dict) -> None:
-    text = doc.read_text(encoding="utf-8")
-    start, end = text.index(BEGIN), text.index(END) + len(END)
-    doc.write_text(text[:start] + diagram(graph) + text[end:], encoding="utf-8")
+def _replace(text: str, begin: str, end: str, block: str) -> str:
+    start, stop = text.index(begin), text.index(end) + len(end)
+    return text[:start] + block + text[stop:]
+
+
+def write_doc(doc: Path, graph: dict) -> None:
+    text = _replace(doc.read_text(encoding="utf-8"), BEGIN, END, diagram(graph))
+    doc.write_text(_replace(text, TABLE_BEGIN, TABLE_END, module_table()), encoding="utf-8")
 
 
 if __name__ == "__main__":
     g = imports()
     if sys.argv[1:2] == ["--write"]:
-        write_diagram(Path(sys.argv[2]), g)
+        write_doc(Path(sys.argv[2]), g)
     else:
         print(diagram(g))
+        print(module_table())

@@ -1,4 +1,4 @@
-"""eval/cli.py: bad input -> one `error:` line and exit 2 with nothing written, `score`, `--list-tasks`, and
+"""finlora eval / python -m eval (lora/cli/verbs/eval.py, eval/request.py): bad input -> one `error:` line and exit 2 with nothing written, `score`, `--list-tasks`, and
 the entry points that must not import torch (fast: no model is loaded, adapters are fake folders).
 
     .venv/bin/python -m pytest tests/eval/test_cli.py -q

@@ -4,7 +4,7 @@
     finlora infer sentiment_smollm2_cpu --base "Operating profit rose to EUR 13.1 mn."   # the base alone
     finlora infer lora_adapters/x --file questions.jsonl --out answers.jsonl
     finlora infer sentiment_smollm2_cpu --chat                                          # streamed, line by line
-    finlora infer merged/sentiment_smollm2_cpu "..."                                    # a lora.use.merge folder
+    finlora infer merged/sentiment_smollm2_cpu "..."                                    # a finlora merge folder
 
 The work is lora/use/infer.py (decide, then do); this module is its options.
 """
@@ -20,7 +20,7 @@ INTERMIXED = True  # a flag between NAME and the text
 
 
 def register(p) -> None:
-    p.add_argument("adapter", help="NAME (lora_adapters/NAME), an adapter folder, or a lora.use.merge folder")
+    p.add_argument("adapter", help="NAME (lora_adapters/NAME), an adapter folder, or a finlora merge folder")
     p.add_argument("text", nargs="?", help="the question (the row's context)")
     p.add_argument("--file", help="JSONL rows with \"context\" or \"text\"; answers go to --out")
     p.add_argument("--out", help="with --file: the JSONL written (each row plus \"output\")")
