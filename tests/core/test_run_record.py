@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 
@@ -74,3 +75,13 @@ def test_a_malformed_compute_is_one_line_naming_the_key(tmp_path):
     (tmp_path / "run.json").write_text(json.dumps(raw))
     with pytest.raises(UserError, match="key 'compute.total.wall_seconds'"):
         RunRecord.read(tmp_path)
+
+
+@pytest.mark.parametrize("fixture", ["run_schema1.json", "run_schema2_before_restructure.json"])
+def test_run_json_written_before_the_restructure_still_reads(tmp_path, fixture):
+    """Files written by the code before lora/ was split into stages (commit 7e0e24e, eval.fixtures.run_record)."""
+    raw = (Path(__file__).parent / "fixtures" / fixture).read_text()
+    (tmp_path / "run.json").write_text(raw)
+    record = RunRecord.read(tmp_path)
+    assert record.name == "before_restructure" and record.status == "complete"
+    assert record.schema_ == json.loads(raw)["schema"] and record.base_model.endswith("smollm2-135m-instruct")
