@@ -5,9 +5,9 @@ adapter merged into the base (`python -m eval --merge-lora`), in fp32 and bf16, 
     .venv/bin/python benchmarks/lora_merge.py --limit 16             # a throwaway all-linear r8 adapter, a smoke run
 
 Per dtype (fp32, and bf16 where this CPU has bf16 matmuls, lora/core/precision.py): the bundled SmolLM2-135M-Instruct
-is loaded once, the adapter attached once, and eval.engine.generate (batch 8, greedy, FinLoRA's raw prompt and
+is loaded once, the adapter attached once, and eval.generation.generate (batch 8, greedy, FinLoRA's raw prompt and
 answer budget: `--scoring finlora`'s rules) runs the first --limit rows of each task three ways: the base with the
-adapter disabled, the adapter unmerged, the adapter merged (eval.engine.merged_into_base). Shared-prefix reuse is
+adapter disabled, the adapter unmerged, the adapter merged (eval.merged_lora.merged_into_base). Shared-prefix reuse is
 off in all three, so only the adapter's path differs; one untimed batch first warms each load. Reported: seconds per way and task, merged ÷ unmerged
 speed, and how many merged outputs equal the unmerged ones token for token. docs/eval-benchmark.md holds the
 measured table; quote it with the matmul rates this script measures in the same run.
@@ -33,8 +33,10 @@ def run(args) -> dict:
     import torch
 
     from benchmarks.flops import matmul_gflops
-    from eval.engine import AdapterHost, generate, load_base, merged_into_base
+    from eval.engine import AdapterHost, load_base
     from eval.fixtures import make_tiny_adapter
+    from eval.generation import generate
+    from eval.merged_lora import merged_into_base
     from eval.tasks import for_scoring, load_registry, load_task_data, select_tasks
     from lora.core.base_model import ensure_base_model
     from lora.core.precision import cpu_facts

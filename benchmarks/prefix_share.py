@@ -4,7 +4,7 @@ seconds): per task, the longest common token prefix of all its prompts and its s
     python benchmarks/prefix_share.py                    # chatml (the CPU demo's prompt) and finlora_inst
     python benchmarks/prefix_share.py --formats raw
 
-The share is an upper bound on the prefill saved: eval/engine.py shares the prefix of the prompts of one
+The share is an upper bound on the prefill saved: eval/generation.py shares the prefix of the prompts of one
 generate() call (one model × task, all rows), exactly this prefix; decoding is not affected.
 """
 from __future__ import annotations
@@ -15,7 +15,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from eval.engine import MIN_SHARED_PREFIX, encode_prompts, shared_prefix_length  # noqa: E402
+from eval.generation import MIN_SHARED_PREFIX, encode_prompts, shared_prefix_length  # noqa: E402
 from eval.tasks import load_registry, load_task_data  # noqa: E402
 from lora.core.base_model import BUNDLED_MODEL_DIR  # noqa: E402
 from lora.core.prompts import PROMPT_FORMATS, apply  # noqa: E402

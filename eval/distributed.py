@@ -43,7 +43,7 @@ class RankPlan:
     """Everything a rank needs, decided by the parent (pickled to each rank)."""
     groups: list
     datas: dict
-    settings: object  # eval.runner.Settings
+    settings: object  # eval.run_plan.Settings
     threads: int | None  # torch threads per rank; None: OMP_NUM_THREADS as the user set it
     rank_timeout: float
     keep_bitsandbytes: bool = False

@@ -18,7 +18,7 @@ from lora.core.files import utc_now_iso, write_atomic, write_json_atomic
 
 def build_results(rows, datas: dict[str, TaskData], group_facts: list[dict], settings, versions: dict,
                   seconds: float, compute: dict | None = None) -> dict:
-    """rows: eval.runner.Row objects (name, kind, group, adapter, error, results); settings: runner.Settings.
+    """rows: eval.run_plan.Row objects (name, kind, group, adapter, error, results); settings: run_plan.Settings.
     compute: lora.core.compute.ComputeRecord as JSON (what this run used; absent in results.json before it)."""
     tasks = {
         name: {"kind": d.task.kind.name, "headline": d.task.headline, "labels": list(d.labels) if d.labels else None,

@@ -14,7 +14,7 @@ import sys
 from eval.adapter_tasks import FAMILY_TASKS, select
 from eval.discovery import Group, discover, group_by_base, resolve_base
 from eval.distributed import RankPlan, launch, threads_per_rank, usable_cpus
-from eval.runner import rows_and_pairs
+from eval.run_plan import rows_and_pairs
 from eval.shots import plan_task, read_train
 from eval.tasks import for_scoring
 from eval.world import DEFAULT_RANK_TIMEOUT

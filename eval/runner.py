@@ -13,329 +13,35 @@ The same code runs in every rank of a multi-process run (`--processes N`, eval/d
 the one-process `Solo` or torch.distributed `Ranks`. Rank 0 alone decides what is left, scores and writes;
 each rank generates its token-balanced shard of every pair (eval/shards.py) and rank 0 merges the outputs
 in row order, so the files are those of a one-process run.
+
+The plan (Settings, rows × tasks pairs, fingerprints) is eval/run_plan.py; one pair's generation, scoring and
+files are eval/pair_eval.py.
 """
 from __future__ import annotations
 
-import hashlib
-import json
 import platform
 import sys
 import time
-from dataclasses import dataclass, field
-from pathlib import Path
 
 from eval import report
 from eval import shards as sharding
-from eval.bertscore import bertscore
-from eval.discovery import ADAPTER_CONFIG, NO_BASE, Adapter, Group, prompt_for, slugify
-from eval.shots import TaskShots
+from eval.discovery import NO_BASE, Adapter, Group
+from eval.pair_eval import evaluate_pair
+from eval.run_plan import (
+    Pair,
+    Row,
+    Settings,
+    adapter_digests,
+    fingerprint,
+    load_finished,
+    pair_paths,
+    rows_and_pairs,
+)
 from eval.tasks import TaskData
 from eval.world import RankLost, Solo
 from lora.core import compute
 from lora.core.errors import describe
-from lora.core.files import adapter_weights, library_versions, sha256_file, utc_now_iso, write_atomic, write_json_atomic
-from lora.core.prompts import PROMPT_FORMATS, apply
-
-# bump when generation or metric rules change: finished pairs are then redone.
-# 2: FinLoRA's answer budgets (fpb 10, ...), entity/exact kinds, --scoring finlora.
-EVAL_VERSION = 2
-QUANT_CHOICES = (4, 8, 16)  # --base-quant; here, not in eval/engine.py, so the parser imports no torch
-
-
-@dataclass
-class Settings:
-    out: Path
-    limit: int | None = None
-    shots: int = 0  # --shots: examples in the base row's prompts (adapters stay zero-shot)
-    shot_seed: int = 0
-    shot_plans: dict[str, TaskShots] = field(default_factory=dict)  # task -> its examples (eval/shots.py)
-    per_adapter_tasks: bool = False  # no --tasks: each adapter on its family's tasks (eval/adapter_tasks.py)
-    batch_size: int = 8
-    base_quant: int | None = None
-    no_base: bool = False
-    prompt_format: str | None = None
-    force: bool = False
-    bertscore_model: str | None = None
-    scoring: str = "standard"  # "finlora": FinLoRA's harness rules (raw prompt, its answer budgets and scorers)
-    progress: bool = True
-    argv: list[str] = field(default_factory=list)
-    precision: object = None  # eval.engine.EvalPrecision (--precision resolved for this machine); None: load defaults
-    prefix_cache: bool | None = None  # --prefix-cache (None: auto, fp32 models only): shared prefix's KV cache
-    merge_lora: str = "auto"  # --merge-lora auto|on|off: adapters' rows on merged weights (eval.engine.merge_choice)
-
-
-@dataclass
-class Pair:
-    """One cell of the table: a row (base or adapter) × a task, with the prompt it is evaluated with."""
-    row: str
-    task: str
-    prompt_format: str
-    template: str
-    adapter: Adapter | None  # None: the base row
-    base_row: str | None = None  # for adapters: the base row it is compared with
-    shots: TaskShots | None = None  # k-shot examples in front of each context (base rows with --shots)
-
-
-@dataclass
-class Row:
-    name: str
-    kind: str  # "base" | "adapter"
-    group: Group
-    adapter: Adapter | None = None
-    error: str | None = None
-    results: dict = field(default_factory=dict)  # task -> pair result (or {"error": ...})
-    tasks: tuple[str, ...] = ()  # the tasks it is evaluated on (the others show "–")
-    shots: int = 0
-
-
-def _prompt_for(adapter: Adapter | None, task_format: str | None, settings: Settings) -> tuple[str, str]:
-    """FinLoRA's harness feeds every model, adapters included, the raw context; standard scoring uses the
-    prompt the adapter was trained with (discovery.prompt_for)."""
-    if settings.scoring == "finlora":
-        return "raw", PROMPT_FORMATS["raw"]
-    return prompt_for(adapter, task_format, settings.prompt_format)
-
-
-def _adapter_pairs(group: Group, datas: dict[str, TaskData], settings: Settings) -> tuple[list[Pair], dict]:
-    """Every adapter × its task pair, and task -> {format name: template} the base row needs to match them.
-    An adapter's tasks: adapter.tasks (its family's, eval/adapter_tasks.py), or every loaded task when None
-    (--tasks). The base row gets the union of the evaluable adapters' tasks; alone, every loaded task."""
-    pairs: list[Pair] = []
-    formats: dict[str, dict[str, str]] = {}
-    for a in group.adapters:
-        for t, d in datas.items():
-            if a.tasks is not None and t not in a.tasks:
-                continue
-            name, template = _prompt_for(a, d.task.prompt_format, settings)
-            if a.error is None:
-                formats.setdefault(t, {})[name] = template
-            pairs.append(Pair(a.name, t, name, template, a))
-    if not any(a.error is None for a in group.adapters):  # the base alone, with the default prompt
-        for t, d in datas.items():
-            formats[t] = dict([_prompt_for(None, d.task.prompt_format, settings)])
-    formats = {t: formats[t] for t in datas if t in formats}  # registry order
-    return pairs, formats
-
-
-def wants_base(group: Group, settings: Settings) -> bool:
-    """A base row needs a usable base and something to compare with: no adapters (the base alone) or at
-    least one adapter that is not already an error row (a broken adapter adds only its error row)."""
-    if settings.no_base or group.base.error is not None:
-        return False
-    return not group.adapters or any(a.error is None for a in group.adapters)
-
-
-def rows_and_pairs(group: Group, datas: dict[str, TaskData], settings: Settings, many_groups: bool) -> tuple[list[Row], list[Pair]]:
-    """Rows and pairs for one base model (pure). The base row is evaluated with the prompt the group's
-    adapters use for that task; when they disagree, one base row per prompt format."""
-    adapter_pairs, formats = _adapter_pairs(group, datas, settings)
-    all_formats = sorted({f for per in formats.values() for f in per})
-    suffix = f" ({Path(group.base.ref).name})" if many_groups else ""
-
-    shots = f" {settings.shots}-shot" if settings.shots else ""
-
-    def base_name(fmt: str) -> str:
-        return "base" + shots + (f" [{fmt}]" if len(all_formats) > 1 else "") + suffix
-
-    rows: list[Row] = []
-    pairs: list[Pair] = []
-    base = wants_base(group, settings) and bool(formats)
-    if base:
-        rows += [Row(base_name(fmt), "base", group, shots=settings.shots,
-                     tasks=tuple(t for t, per in formats.items() if fmt in per)) for fmt in all_formats]
-        pairs += [Pair(base_name(fmt), t, fmt, template, None,
-                       shots=settings.shot_plans.get(t) if settings.shots else None)
-                  for t, per in formats.items() for fmt, template in per.items()]
-    rows += [Row(a.name, "adapter", group, adapter=a, error=a.error,
-                 tasks=tuple(p.task for p in adapter_pairs if p.adapter is a)) for a in group.adapters]
-    for p in adapter_pairs:
-        p.base_row = base_name(p.prompt_format) if base else None
-        pairs.append(p)
-    return rows, pairs
-
-
-def fingerprint(pair: Pair, data: TaskData, group: Group, settings: Settings, adapter_digests: dict) -> dict:
-    """What a finished pair's result depends on; a change in any of it redoes the pair."""
-    t = data.task
-    return {
-        "eval_version": EVAL_VERSION,
-        "scoring": settings.scoring,  # a finished standard pair is not a finished finlora pair
-        "task": {"name": t.name, "kind": t.kind.name, "labels": list(data.labels or []),
-                 "max_new_tokens": t.max_new_tokens, "data_sha256": data.sha256},
-        "limit": settings.limit,
-        **_shots_fingerprint(pair, settings),
-        "template": pair.template,
-        "base": group.base.path,
-        "base_quant": settings.base_quant,
-        # lora_alpha, r, target_modules live in adapter_config.json: the same weights scale differently
-        "adapter_weights_sha256": adapter_digests.get("weights"),
-        "adapter_config_sha256": adapter_digests.get("config"),
-        "bertscore_model": settings.bertscore_model if t.kind.free_text or t.kind.needs_encoder else None,
-        # only when it differs from the load default (fp32 on CPU), so pairs finished before --precision stay finished
-        **({"precision": settings.precision.fingerprint}
-           if settings.precision is not None and settings.precision.fingerprint else {}),
-    }
-
-
-def _shots_fingerprint(pair: Pair, settings: Settings) -> dict:
-    """k-shot keys, only when used (so --shots 0 keeps the fingerprints of runs before --shots): the base
-    pair's examples; for every row of a task whose examples are test rows, which rows are held out."""
-    fp = {}
-    if pair.shots is not None:
-        fp["shots"] = pair.shots.fingerprint()
-    plan = settings.shot_plans.get(pair.task) if settings.shots else None
-    if plan is not None and plan.held_out:
-        fp["held_out_ids"] = list(plan.held_out) + list(plan.duplicates)
-    return fp
-
-
-def adapter_digests(adapter: Adapter | None) -> dict:
-    if adapter is None:
-        return {}
-    weights = adapter_weights(adapter.path)
-    return {"weights": sha256_file(weights) if weights else None,
-            "config": sha256_file(adapter.path / ADAPTER_CONFIG)}
-
-
-def pair_paths(out: Path, row: str, task: str) -> tuple[Path, Path]:
-    return out / "pairs" / slugify(row) / f"{task}.json", out / "predictions" / slugify(row) / f"{task}.jsonl"
-
-
-def load_finished(path: Path, fp: dict) -> dict | None:
-    """The pair file's result when it was made with this fingerprint; a damaged file is redone."""
-    try:
-        done = json.loads(path.read_bytes().decode("utf-8"))
-    except (OSError, ValueError, RecursionError):
-        return None
-    return done if isinstance(done, dict) and done.get("fingerprint") == fp else None
-
-
-def _generate(model, tokenizer, prompts: list[str], pair: Pair, data: TaskData, settings: Settings):
-    from tqdm import tqdm
-
-    from eval.engine import generate
-
-    task = data.task
-    bar = tqdm(total=len(prompts), desc=f"{pair.row} × {task.name}", unit="ex", file=sys.stderr,
-               disable=not settings.progress, dynamic_ncols=True)
-    try:
-        return generate(model, tokenizer, prompts, task.max_new_tokens, stop_at_newline=task.kind.stop_at_newline,
-                        batch_size=settings.batch_size, progress=bar, prefix_cache=settings.prefix_cache)
-    finally:
-        bar.close()
-
-
-def score_outputs(data: TaskData, outputs: list[str], bertscore_model: str | None,
-                  prompts: list[str] | None = None) -> tuple[dict, list[dict]]:
-    """Metrics and per-row details. The kind says which part of prompt + generation is the answer (FinLoRA:
-    the text after the last "Answer:"); prompts default to the raw contexts."""
-    kind = data.task.kind
-    targets = [r["target"] for r in data.rows]
-    if kind.extract is not None:
-        prompts = prompts if prompts is not None else [r["context"] for r in data.rows]
-        answers = [kind.answer(p, o) for p, o in zip(prompts, outputs, strict=True)]
-    else:
-        answers = outputs
-    metrics, per_row = kind.score(answers, targets, data.labels, encoder=bertscore_model)
-    if kind.extract is not None:
-        for r, a in zip(per_row, answers, strict=True):
-            r["answer"] = a
-    if data.task.kind.free_text and bertscore_model:
-        from eval.metrics import bootstrap_mean
-
-        f1s = bertscore(outputs, targets, bertscore_model)
-        metrics["bertscore_f1"] = sum(f1s) / len(f1s)
-        metrics.setdefault("ci", {})["bertscore_f1"] = bootstrap_mean(f1s)
-        for r, f in zip(per_row, f1s, strict=True):
-            r["bertscore_f1"] = f
-    return metrics, per_row
-
-
-def _generate_shard(model, tokenizer, prompts: list[str], pair: Pair, data: TaskData, settings: Settings,
-                    world: Solo):
-    """This rank's share of the pair's rows (whole batches of the one-process batch plan, balanced by
-    tokens), generated; everything that can fail is caught into the result, so every rank reaches the
-    gather. Rank 0 gets (outputs in row order, GenStats, the shards); the others get None."""
-    from eval.engine import GenStats, batches_by_length, encode_for_model
-
-    task = data.task
-    t0 = time.monotonic()
-    try:
-        encoded, _ = encode_for_model(model, tokenizer, prompts, task.max_new_tokens)
-        lengths = [len(e) for e in encoded]
-        batches = batches_by_length(lengths, settings.batch_size)
-        costs = [sharding.batch_cost(lengths, b, task.max_new_tokens) for b in batches]
-        mine = sharding.assign(batches, costs, world.size)[world.rank]
-        shard = sharding.ShardResult(world.rank, mine, [], tokens=sharding.shard_tokens(lengths, batches, mine,
-                                                                                       task.max_new_tokens))
-        if mine:
-            outputs, stats = _generate(model, tokenizer, [prompts[i] for i in mine], pair, data, settings)
-            shard.outputs, shard.new_tokens, shard.truncated_prompts = outputs, stats.new_tokens, stats.truncated_prompts
-            shard.prompt_tokens, shard.shared_prefix_tokens = stats.prompt_tokens, stats.shared_prefix_tokens
-    except Exception as exc:  # noqa: BLE001 - sent to rank 0, which makes it the pair's error cell
-        shard = sharding.ShardResult(world.rank, [], [], error=describe(exc))
-    shard.seconds = round(time.monotonic() - t0, 3)
-    gathered = world.gather(shard)
-    if world.rank != 0:
-        return None
-    error = sharding.first_error(gathered)
-    if error is not None:
-        raise RuntimeError(error)
-    outputs = sharding.merge(len(prompts), gathered)
-    working = [s for s in gathered if s.rows]
-    stats = GenStats(time.monotonic() - t0, sum(s.new_tokens for s in gathered),
-                     sum(s.truncated_prompts for s in gathered), sum(s.prompt_tokens for s in gathered),
-                     # each rank reuses the prefix its own rows share; the pair reports what all of them reused
-                     min((s.shared_prefix_tokens for s in working), default=0))
-    return outputs, stats, gathered
-
-
-def evaluate_pair(model, tokenizer, pair: Pair, data: TaskData, settings: Settings, fp: dict,
-                  world: Solo, merge: dict | None = None) -> dict | None:
-    """Generate, score, write predictions then the pair file (both atomic); return the pair result.
-    Several ranks: each generates its shard; rank 0 merges, scores and writes; the others return None.
-    merge: an adapter's MergeChoice record (merged weights or not, and why), written as the result's lora_merge."""
-    task = data.task
-    prompts = [apply(pair.template, pair.shots.context(r) if pair.shots else r["context"]) for r in data.rows]
-    with compute.phase(f"generate {pair.row} × {task.name}"):
-        if world.size == 1:
-            outputs, stats = _generate(model, tokenizer, prompts, pair, data, settings)
-            ranks = None
-        else:
-            done = _generate_shard(model, tokenizer, prompts, pair, data, settings, world)
-            if done is None:
-                return None
-            outputs, stats, gathered = done
-            world.shards.append(gathered)
-            ranks = [{"rank": s.rank, "rows": len(s.rows), "tokens": s.tokens, "seconds": s.seconds}
-                     for s in gathered]
-    with compute.phase(f"scoring {pair.row} × {task.name}"):
-        metrics, per_row = score_outputs(data, outputs, settings.bertscore_model, prompts)
-    lines = [
-        json.dumps({"id": r["id"], "prompt_sha256": hashlib.sha256(prompt.encode("utf-8")).hexdigest(),
-                    "output": out, "target": r["target"], **detail}, ensure_ascii=False)
-        for r, prompt, out, detail in zip(data.rows, prompts, outputs, per_row, strict=True)
-    ]
-    pair_file, pred_file = pair_paths(settings.out, pair.row, task.name)
-    write_atomic(pred_file, "\n".join(lines) + "\n")
-    timing = {"seconds": round(stats.seconds, 3), "samples_per_second": round(len(prompts) / stats.seconds, 3)
-              if stats.seconds > 0 else None, "new_tokens": stats.new_tokens,
-              "prompt_tokens": stats.prompt_tokens, "shared_prefix_tokens": stats.shared_prefix_tokens}
-    if ranks is not None:
-        timing["ranks"] = ranks  # per rank: its rows, their token cost (the balance), seconds generating
-    result = {
-        "row": pair.row, "task": task.name, "prompt_format": pair.prompt_format, "base_row": pair.base_row,
-        "scoring": settings.scoring, "metrics": metrics,
-        "timing": timing,
-        "truncated_prompts": stats.truncated_prompts,
-        **({"lora_merge": merge} if merge is not None else {}),
-        "predictions": pred_file.relative_to(settings.out).as_posix(),
-        "finished_at": utc_now_iso(),
-        "fingerprint": fp,
-    }
-    write_json_atomic(pair_file, result)  # last: its presence means the pair is finished
-    return result
-
+from lora.core.files import library_versions
 
 _VERSIONED = {"torch": "torch", "transformers": "transformers", "peft": "peft", "sklearn": "scikit-learn",
               "rouge_score": "rouge-score"}  # results.json key -> distribution

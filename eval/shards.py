@@ -2,7 +2,7 @@
 
     python -m eval lora_adapters/ --processes 4      # eval/distributed.py launches the ranks; this plans their work
 
-A one-process run generates a pair in batches (eval/engine.py batches_by_length: longest prompts first,
+A one-process run generates a pair in batches (eval/generation.py batches_by_length: longest prompts first,
 `--batch-size` rows each). A shard here is a set of whole batches of that same plan, so every batch a
 rank generates holds the same rows, left-padded to the same width, as in the one-process run: the same
 computation, hence the same outputs, whatever the number of processes. Batches go to the rank with the
@@ -53,7 +53,7 @@ class ShardResult:
     truncated_prompts: int = 0
     tokens: int = 0  # the shard's cost (batch_cost summed): what the balance was made on
     prompt_tokens: int = 0
-    shared_prefix_tokens: int = 0  # the prefix this rank's prompts share (eval.engine's KV reuse)
+    shared_prefix_tokens: int = 0  # the prefix this rank's prompts share (eval.generation's KV reuse)
     error: str | None = None
 
 

@@ -8,8 +8,8 @@
 
 The text is wrapped in run.json's prompt_format (what training used, so the adapter is asked what it
 learnt: axolotl #1832), tokenised and generated exactly as eval does (eval/engine.py: load_base,
-AdapterHost, generate; greedy). Generation stops at the tokenizer's EOS (the token training appended
-after every answer). One-line rule: for an adapter whose tasks all have one-line answers (sentiment,
+AdapterHost; eval/generation.py: generate; greedy). Generation stops at the tokenizer's EOS (the token
+training appended after every answer). One-line rule: for an adapter whose tasks all have one-line answers (sentiment,
 headline: classification/numeric kinds in eval), generation also stops at the newline after the answer's
 first text, as eval scores it; otherwise (free text, unknown family) only EOS or --max-new-tokens stop
 it. --one-line / --no-one-line override. --chat asks each line on its own (training prompts are single
@@ -144,7 +144,7 @@ def load(p: InferPlan):
 
 
 def ask(model, tokenizer, p: InferPlan, contexts: list[str], batch_size: int, streamer=None) -> list[str]:
-    from eval.engine import generate
+    from eval.generation import generate
 
     prompts = [apply(p.template, c) for c in contexts]
     outputs, _ = generate(model, tokenizer, prompts, p.max_new_tokens, p.one_line, batch_size, streamer=streamer)
@@ -165,7 +165,7 @@ def chat(model, tokenizer, p: InferPlan, stdin=None, stdout=None) -> None:
     """One question per line; the answer streams as it is generated (generate runs in a thread)."""
     from transformers import TextIteratorStreamer
 
-    from eval.engine import decode_kwargs
+    from eval.generation import decode_kwargs
 
     stdin, stdout = stdin or sys.stdin, stdout or sys.stdout
     who = "base" if p.use_base else "adapter"

@@ -18,7 +18,7 @@ What it does, in order (decide, then do):
            --dtype and saved as safetensors with the base's tokenizer (the fixed EOS), a chat template
            that renders the training prompt, and merge.json (the provenance record).
   verify   the saved folder is loaded back the way eval loads a base and answers the same rows greedily
-           (eval/engine.py generate, the same stop rules as eval). Agreement = identical answers / rows.
+           (eval/generation.py generate, the same stop rules as eval). Agreement = identical answers / rows.
            Below --min-agreement (fp32: 1.0; bf16/fp16: 0.9) it exits 1 with the number and keeps
            nothing. A 4/8-bit-trained adapter is also run on its 4/8-bit base (as trained) and the
            merged model's agreement with that is recorded and printed (--min-quant-agreement gates it).
@@ -184,8 +184,8 @@ def plan(args: Namespace) -> MergePlan:
 
 
 def answer_rows(model, tokenizer, rows: tuple[VerifyRow, ...], batch_size: int) -> list[str]:
-    """Greedy answers with eval's generation (eval/engine.py), grouped by each task's budget and stop rule."""
-    from eval.engine import generate
+    """Greedy answers with eval's generation (eval/generation.py), grouped by each task's budget and stop rule."""
+    from eval.generation import generate
 
     out: list[str | None] = [None] * len(rows)
     groups: dict[tuple[int, bool], list[int]] = {}
@@ -236,7 +236,7 @@ def merge_into(p: MergePlan, staging: Path) -> tuple[list[str], list[str] | None
     and timings."""
     import torch
 
-    from eval.engine import eos_ids
+    from eval.generation import eos_ids
 
     seconds: dict = {}
     quant_answers = None

@@ -1,4 +1,5 @@
-"""benchmarks/gpu_pod_check.py, the parts that run without a GPU: variants, entries, parsing, the report.
+"""benchmarks/gpu_pod_check.py and its gpu_pod_* helpers, the parts that run without a GPU: variants, entries,
+parsing, the report.
 
     .venv/bin/python -m pytest tests/benchmarks/test_gpu_pod_check.py -q
 """
@@ -11,6 +12,10 @@ from pathlib import Path
 import pytest
 
 from benchmarks import gpu_pod_check as pod
+from benchmarks import gpu_pod_measure as pod_measure
+from benchmarks import gpu_pod_model as pod_model
+from benchmarks import gpu_pod_report as pod_report
+from benchmarks import gpu_pod_wheels as pod_wheels
 from lora.recipe.registry import parse_entry
 
 
@@ -33,16 +38,16 @@ def test_cpu_smoke_entries_use_the_cpu_profile():
 def test_train_metrics_and_tokens_per_second():
     log = ("noise {'loss': 2.0}\n{'train_runtime': '12.5', 'train_samples_per_second': '9.6', "
            "'train_steps_per_second': '2.4', 'train_loss': '10.95', 'epoch': '0.1'}\n")
-    metrics = pod.train_metrics(log)
+    metrics = pod_measure.train_metrics(log)
     assert metrics["train_runtime"] == 12.5 and metrics["train_loss"] == 10.95
-    assert pod.tokens_per_second(metrics, {"sequence_len": 512}) == 9.6 * 512
-    assert pod.tokens_per_second(metrics, {"sequence_len": 512, "sample_packing": False}) is None
-    assert pod.train_metrics("no metrics here") == {}
+    assert pod_measure.tokens_per_second(metrics, {"sequence_len": 512}) == 9.6 * 512
+    assert pod_measure.tokens_per_second(metrics, {"sequence_len": 512, "sample_packing": False}) is None
+    assert pod_measure.train_metrics("no metrics here") == {}
 
 
 def test_nvidia_smi_lines():
-    assert pod.parse_memory_line("0, 1234\n") == (0, 1234)
-    assert pod.parse_memory_line("[N/A]") is None
+    assert pod_measure.parse_memory_line("0, 1234\n") == (0, 1234)
+    assert pod_measure.parse_memory_line("[N/A]") is None
 
 
 def test_report_lists_results_and_every_failure(tmp_path):
@@ -58,7 +63,7 @@ def test_report_lists_results_and_every_failure(tmp_path):
         ],
         "eval": {"status": "ok", "seconds": 12.0, "results_md": "| model | fpb |"},
     }
-    pod.write_report(report, tmp_path)
+    pod_report.write_report(report, tmp_path)
     md = (tmp_path / "gpu_pod_check.md").read_text()
     assert "| bf16 | ok | 40.0 | 9000.0 |  | 4096 | 3.5 | 1.14 | 9.1 |" in md
     assert "### nf4" in md and "RuntimeError: boom" in md and "Skipped: bf16_flash" in md
@@ -67,7 +72,7 @@ def test_report_lists_results_and_every_failure(tmp_path):
 
 
 def test_download_command_is_binary_only_for_the_gpu_machines_python():
-    argv = pod.download_command(Path("wheels/gpu"))
+    argv = pod_wheels.download_command(Path("wheels/gpu"))
     assert argv[1:4] == ["-m", "pip", "download"] and "--only-binary=:all:" in argv and "--no-deps" in argv
     assert argv[argv.index("--python-version") + 1] == "3.12"
     platforms = [argv[i + 1] for i, a in enumerate(argv) if a == "--platform"]
@@ -77,7 +82,7 @@ def test_download_command_is_binary_only_for_the_gpu_machines_python():
 
 def test_tiny_llama_is_small_and_uses_the_vocabulary():
     torch = pytest.importorskip("torch")
-    model = pod.tiny_llama(1000, seed=0)
+    model = pod_model.tiny_llama(1000, seed=0)
     assert model.config.vocab_size == 1000 and model.config._attn_implementation == "sdpa"
     assert sum(p.numel() for p in model.parameters()) < 500_000
     assert model(input_ids=torch.tensor([[1, 2, 3]])).logits.shape == (1, 3, 1000)
@@ -107,7 +112,7 @@ def test_merged_and_unmerged_answers_are_compared_row_by_row(tmp_path):
     _predictions(b, "adapter", ["positive", "neutral"])  # one row differs, one is missing
     _predictions(a, "only_in_a", ["z"])
     _predictions(b, "base", ["changed", "y"])  # the base is never compared
-    assert pod.compare_predictions(a, b) == {"rows": 2, "same_output": 1}
+    assert pod_measure.compare_predictions(a, b) == {"rows": 2, "same_output": 1}
 
 
 def test_generate_seconds_counts_the_adapters_only(tmp_path):
@@ -115,8 +120,8 @@ def test_generate_seconds_counts_the_adapters_only(tmp_path):
     results.write_text(json.dumps({"compute": {"phases": [
         {"name": "base load m", "wall_seconds": 5.0}, {"name": "generate base × fpb", "wall_seconds": 2.0},
         {"name": "generate a1 × fpb", "wall_seconds": 1.25}, {"name": "generate a2 × fpb", "wall_seconds": 1.5}]}}))
-    assert pod.generate_seconds(results) == 2.75
-    assert pod.generate_seconds(tmp_path / "missing.json") is None
+    assert pod_measure.generate_seconds(results) == 2.75
+    assert pod_measure.generate_seconds(tmp_path / "missing.json") is None
 
 
 def test_a_report_written_before_training_says_the_eval_was_not_reached(tmp_path):
@@ -125,7 +130,7 @@ def test_a_report_written_before_training_says_the_eval_was_not_reached(tmp_path
     (logs / "bf16.log").write_text("".join(f"line {i}\n" for i in range(500)))
     report = {"started": "now", "mode": "gpu", "command": "c", "install": {"status": "ok"},
               "environment": {"python": "3.12.3", "gpus": []}, "import_probe": {"ok": True}}
-    pod.write_report(report, tmp_path / "out", logs, log_lines=10)
+    pod_report.write_report(report, tmp_path / "out", logs, log_lines=10)
     md = (tmp_path / "out" / "gpu_pod_check.md").read_text()
     assert "Eval: not reached" in md and "Model: (not built yet)" in md
     text = (tmp_path / "out" / "logs.txt").read_text()
@@ -146,8 +151,8 @@ def test_travel_size_counts_tracked_untracked_and_carried_but_not_ignored(tmp_pa
     (tmp_path / "wheels" / "gpu").mkdir(parents=True)
     (tmp_path / "wheels" / "gpu" / "x.whl").write_bytes(b"c" * 1000)
     (tmp_path / "wheels" / "other.whl").write_bytes(b"d" * 5000)  # ignored and not carried
-    assert pod.travel_bytes(tmp_path, ("wheels/gpu",)) == 8 + 100 + 10 + 1000
-    assert pod.travel_bytes(tmp_path, ()) == 118
+    assert pod_wheels.travel_bytes(tmp_path, ("wheels/gpu",)) == 8 + 100 + 10 + 1000
+    assert pod_wheels.travel_bytes(tmp_path, ()) == 118
 
 
 def test_bitsandbytes_keeps_the_cpu_library_and_those_of_one_cuda_major():
@@ -155,11 +160,11 @@ def test_bitsandbytes_keeps_the_cpu_library_and_those_of_one_cuda_major():
                         "bitsandbytes/libbitsandbytes_cuda130.so", "bitsandbytes/libbitsandbytes_cuda132.so",
                         "bitsandbytes/libbitsandbytes_rocm72.so", "bitsandbytes/libbitsandbytes_xpu2025.so",
                         "bitsandbytes/functional.py", "bitsandbytes-0.50.2.dist-info/RECORD")
-            if pod.keep_bnb_member(n, "13")]
+            if pod_wheels.keep_bnb_member(n, "13")]
     assert keep == ["bitsandbytes/libbitsandbytes_cpu.so", "bitsandbytes/libbitsandbytes_cuda130.so",
                     "bitsandbytes/libbitsandbytes_cuda132.so", "bitsandbytes/functional.py",
                     "bitsandbytes-0.50.2.dist-info/RECORD"]
-    assert pod.keep_bnb_member("bitsandbytes/libbitsandbytes_cuda128.so", "12")
+    assert pod_wheels.keep_bnb_member("bitsandbytes/libbitsandbytes_cuda128.so", "12")
 
 
 def test_a_slimmed_wheel_drops_members_and_their_record_lines(tmp_path):
@@ -171,7 +176,7 @@ def test_a_slimmed_wheel_drops_members_and_their_record_lines(tmp_path):
         z.writestr("pkg/big.so", b"\0" * 1000)
         z.writestr("pkg-1.0.dist-info/RECORD", "pkg/__init__.py,sha256=a,6\npkg/big.so,sha256=b,1000\n"
                                                "pkg-1.0.dist-info/RECORD,,\n")
-    assert pod.slim_wheel(wheel, lambda name: not name.endswith(".so")) == 1
+    assert pod_wheels.slim_wheel(wheel, lambda name: not name.endswith(".so")) == 1
     with zipfile.ZipFile(wheel) as z:
         assert z.namelist() == ["pkg/__init__.py", "pkg-1.0.dist-info/RECORD"]
         assert z.read("pkg-1.0.dist-info/RECORD").decode() == ("pkg/__init__.py,sha256=a,6\n"

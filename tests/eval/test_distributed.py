@@ -18,13 +18,15 @@ from types import SimpleNamespace
 import pytest
 
 import eval.engine as engine
+import eval.generation as generation
 from eval import shards
 from eval.discovery import discover, group_by_base
 from eval.distributed import failure_line, threads_per_rank
 from eval.fixtures import BUNDLED_REF, run_record
 from eval.fixtures import make_fake_adapter as fake_adapter
 from eval.request import decide_processes
-from eval.runner import Settings, run
+from eval.run_plan import Settings
+from eval.runner import run
 from eval.shards import ShardResult
 from eval.tasks import load_registry, load_task_data
 from eval.world import Solo
@@ -36,13 +38,13 @@ from tests.eval.test_cli import err_line
 
 
 def _plan(lengths, batch_size, ranks, max_new=10):
-    batches = engine.batches_by_length(lengths, batch_size)
+    batches = generation.batches_by_length(lengths, batch_size)
     costs = [shards.batch_cost(lengths, b, max_new) for b in batches]
     return batches, costs, shards.assign(batches, costs, ranks)
 
 
 def test_shards_are_whole_batches_of_the_one_process_plan_and_rebatch_identically():
-    # The property byte-identical outputs rest on: a rank's rows, batched the way engine.generate batches
+    # The property byte-identical outputs rest on: a rank's rows, batched the way generation.generate batches
     # them, are exactly the one-process batches it was given (same rows, same padding width).
     rng = random.Random(0)
     for _ in range(300):
@@ -53,7 +55,7 @@ def test_shards_are_whole_batches_of_the_one_process_plan_and_rebatch_identicall
         assert sorted(i for rows in assigned for i in rows) == list(range(n))  # every row, once
         for rows in assigned:
             assert rows == sorted(rows)
-            local = engine.batches_by_length([lengths[i] for i in rows], batch_size)
+            local = generation.batches_by_length([lengths[i] for i in rows], batch_size)
             assert sorted([rows[j] for j in b] for b in local) == sorted(b for b in batches if b[0] in set(rows))
 
 
@@ -229,12 +231,12 @@ def fake_engine(monkeypatch):
         calls.append((threading.current_thread().name, model.name, len(prompts)))
         outs = [("negative" if int(hashlib.sha256(f"{model.name}{p}".encode()).hexdigest(), 16) % 2 else "neutral")
                 + f"\n{len(p)}" for p in prompts]
-        return outs, engine.GenStats(0.25, 3 * len(prompts), 0)
+        return outs, generation.GenStats(0.25, 3 * len(prompts), 0)
 
     loaded = SimpleNamespace(tokenizer=FakeTokenizer(), load_seconds=0.1, dtype="float32")
     monkeypatch.setattr(engine, "load_base", lambda path, quant=None, dtype=None: loaded)
     monkeypatch.setattr(engine, "AdapterHost", FakeHost)
-    monkeypatch.setattr(engine, "generate", generate)
+    monkeypatch.setattr(generation, "generate", generate)
     monkeypatch.setattr(engine, "disable_progress_bars", lambda: None)
     monkeypatch.setattr(FakeHost, "fail_attach", set())
     return calls
@@ -326,14 +328,14 @@ def test_thread_ranks_resume_from_a_one_process_run(tmp_path, fake_engine):
 
 
 def test_one_rank_failing_its_shard_is_one_error_cell_naming_the_rank(tmp_path, fake_engine, monkeypatch, capsys):
-    real = engine.generate
+    real = generation.generate
 
     def flaky(model, tokenizer, prompts, max_new_tokens, *args, **kwargs):
         if threading.current_thread().name == "rank1" and model.name == "a" and max_new_tokens == 50:
             raise ValueError("out of memory\nsecond line")
         return real(model, tokenizer, prompts, max_new_tokens, *args, **kwargs)
 
-    monkeypatch.setattr(engine, "generate", flaky)
+    monkeypatch.setattr(generation, "generate", flaky)
     groups, datas, settings = _plan_run(tmp_path, tmp_path / "out")
     results, errors = run_threads(groups, datas, settings, 2)
     assert errors == 1

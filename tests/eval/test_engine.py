@@ -72,7 +72,7 @@ def test_weights_that_miss_the_injected_modules_are_refused(tiny, tmp_path, targ
 
 @pytest.mark.slow
 def test_generation_does_not_depend_on_batching():
-    from eval.engine import generate
+    from eval.generation import generate
     from lora.core.base_model import ensure_base_model
     from lora.core.prompts import PROMPT_FORMATS, apply
 
@@ -131,7 +131,7 @@ def test_eval_precision_on_cuda_and_with_a_quantised_base():
     ("off", "bfloat16", False, None, 10, 100, False, "--merge-lora off"),
 ])
 def test_merge_choice(requested, dtype, cuda, blocker, copy, free, merged, needle):
-    from eval.engine import merge_choice
+    from eval.merged_lora import merge_choice
 
     choice = merge_choice(requested, dtype, cuda, blocker, copy, free)
     assert choice.merge is merged and needle in choice.why
@@ -147,7 +147,7 @@ def test_merged_weights_compute_the_adapter_and_leave_the_base_untouched(tiny, t
     from peft import LoraConfig, get_peft_model
     from transformers import LlamaForCausalLM
 
-    from eval.engine import merge_blocker, merged_copy_bytes, merged_into_base
+    from eval.merged_lora import merge_blocker, merged_copy_bytes, merged_into_base
 
     # an all-linear adapter with non-zero B (a fresh one is the identity, which would prove nothing)
     torch.manual_seed(1)

@@ -1,5 +1,5 @@
-"""eval/finlora_layout.py + eval/plots.py: our results in FinLoRA's layout, from hand-made results.json dicts
-(fast, no model).
+"""eval/finlora_layout.py (with finlora_published, finlora_table, finlora_render) + eval/plots.py: our results in
+FinLoRA's layout, from hand-made results.json dicts (fast, no model).
 
     .venv/bin/python -m pytest tests/eval/test_finlora_layout.py -q
 """
@@ -13,6 +13,9 @@ from pathlib import Path
 import pytest
 
 from eval import finlora_layout as F
+from eval import finlora_published as P
+from eval import finlora_render as R
+from eval import finlora_table as T
 from lora.cli.shims import eval_main as main
 
 SHARED_CSV = Path(__file__).resolve().parents[3] / "shared" / "data" / "finlora" / "published_results.csv"
@@ -65,12 +68,12 @@ PUBLISHED = {  # hand-made, so the tests do not depend on FinLoRA's numbers
 }
 
 
-def line(table: F.Table, task: str, metric: str) -> F.Line:
+def line(table: T.Table, task: str, metric: str) -> T.Line:
     [found] = [x for x in table.lines if x.task == task and x.metric == metric]
     return found
 
 
-def column(table: F.Table, key: str) -> F.Column:
+def column(table: T.Table, key: str) -> T.Column:
     [found] = [c for c in table.columns if c.key == key]
     return found
 
@@ -90,19 +93,19 @@ def column(table: F.Table, key: str) -> F.Column:
     ({}, None),
 ])
 def test_variant_from_entry(entry, variant):
-    assert F.variant_from_entry(entry) == variant
+    assert T.variant_from_entry(entry) == variant
 
 
 def test_variant_from_entry_agrees_with_the_registry():
     # one rule for "what is this run's variant": training's Entry.variant and ours must not drift apart
     from lora.recipe.registry import Entry
 
-    shipped = json.loads((Path(F.REPO_ROOT) / "finetune_configs.json").read_text())
+    shipped = json.loads((Path(P.REPO_ROOT) / "finetune_configs.json").read_text())
     template = next(v for k, v in shipped.items() if not k.startswith("_"))
     for bits in (4, 8, 16):
         for dora, rslora in ((False, False), (True, False), (False, True), (True, True)):
             e = Entry(**{**template, "lora_r": 8, "quant_bits": bits, "peft_use_dora": dora, "peft_use_rslora": rslora})
-            assert F.variant_from_entry(e.model_dump(mode="json")) == e.variant
+            assert T.variant_from_entry(e.model_dump(mode="json")) == e.variant
 
 
 @pytest.mark.parametrize("name,variant", [
@@ -115,7 +118,7 @@ def test_variant_from_entry_agrees_with_the_registry():
     ("x18bits_r8", None),  # not a variant: glued to another word
 ])
 def test_variant_from_name(name, variant):
-    assert F.variant_from_name(name) == variant
+    assert T.variant_from_name(name) == variant
 
 
 def test_method_mapping_entry_then_name_then_path_then_other():
@@ -127,10 +130,10 @@ def test_method_mapping_entry_then_name_then_path_then_other():
         # run.json wins over a misleading folder name
         adapter_row("fpb_8bits_r8", {}, entry={"quant_bits": 16, "lora_r": 8}),
     ]
-    got = [F.method_of(r) for r in rows]
-    assert got == [F.Method("4bits_r4", "run.json entry"), F.Method("8bits_r8_dora", "name"),
-                   F.Method("8bits_r8_rslora", "path"), F.Method("other: mine", "no variant found"),
-                   F.Method("fp16_r8", "run.json entry")]
+    got = [T.method_of(r) for r in rows]
+    assert got == [T.Method("4bits_r4", "run.json entry"), T.Method("8bits_r8_dora", "name"),
+                   T.Method("8bits_r8_rslora", "path"), T.Method("other: mine", "no variant found"),
+                   T.Method("fp16_r8", "run.json entry")]
 
 
 def test_table_columns_and_placements():
@@ -141,15 +144,15 @@ def test_table_columns_and_placements():
         adapter_row("mine", {"fpb": cls(0.7, 0.6)}),
         adapter_row("r4", {"fpb": cls(0.7, 0.6)}, entry={"quant_bits": 16, "lora_r": 4}),
     ])
-    table = F.build_table(res, PUBLISHED)
+    table = T.build_table(res, PUBLISHED)
     headers = [c.header for c in table.columns]
-    assert headers == ["base (0-shot)", "base (3-shot)", *F.METHODS, "other: mine", "fp16_r4"]
+    assert headers == ["base (0-shot)", "base (3-shot)", *P.METHODS, "other: mine", "fp16_r4"]
     # FinLoRA has no fp16_r8 nor anything for our own variants: no published column beside them
     assert [c.published_method for c in table.columns] == ["base", "base", "8bits_r8", "4bits_r4", "8bits_r8_dora",
                                                            "8bits_r8_rslora", None, None, None]
     assert "a → 8bits_r8 (run.json entry; base model meta-llama/Llama-3.1-8B-Instruct)" in table.placements
     assert any(p.startswith("base 3-shot → base (3-shot)") for p in table.placements)
-    md = F.to_markdown(table, ["provenance line"])
+    md = R.to_markdown(table, ["provenance line"])
     assert "| base (0-shot) | base (3-shot) | 8bits_r8 |" in md
 
 
@@ -159,18 +162,18 @@ def test_table_columns_and_placements():
 def test_accuracy_in_percent_and_difference_in_points():
     res = results_dict([base_row({"fpb": cls(0.5, 0.6)}),
                         adapter_row("a", {"fpb": cls(0.9, 0.95)}, entry={"quant_bits": 8, "lora_r": 8})])
-    table = F.build_table(res, PUBLISHED)
+    table = T.build_table(res, PUBLISHED)
     acc = line(table, "fpb", "accuracy")
     [ours] = acc.cells["8bits_r8"]
     assert ours.value == pytest.approx(90.0) and (ours.low, ours.high) == (pytest.approx(85.0), pytest.approx(95.0))
-    assert F.difference(ours, acc.published["8bits_r8"]) == pytest.approx(90.0 - 85.64)
-    assert F.cell_texts(acc, column(table, "8bits_r8")) == ["90.00 [85.00, 95.00] · pub 85.64 · Δ +4.36"]
-    assert F.cell_texts(acc, column(table, "base@0")) == ["50.00 [45.00, 55.00] · pub 68.73 · Δ -18.73"]
+    assert T.difference(ours, acc.published["8bits_r8"]) == pytest.approx(90.0 - 85.64)
+    assert R.cell_texts(acc, column(table, "8bits_r8")) == ["90.00 [85.00, 95.00] · pub 85.64 · Δ +4.36"]
+    assert R.cell_texts(acc, column(table, "base@0")) == ["50.00 [45.00, 55.00] · pub 68.73 · Δ -18.73"]
     f1 = line(table, "fpb", "f1_weighted")  # F1 stays 0-1, as FinLoRA prints it
-    assert F.cell_texts(f1, column(table, "8bits_r8")) == ["0.950 [0.850, 1.050] · pub 0.922 · Δ +0.028"]
+    assert R.cell_texts(f1, column(table, "8bits_r8")) == ["0.950 [0.850, 1.050] · pub 0.922 · Δ +0.028"]
     # FinLoRA's numbers show where we have no such adapter
-    assert F.cell_texts(acc, column(table, "4bits_r4")) == ["–"]
-    rows = list(csv.DictReader(io.StringIO(F.to_csv(table, ["p"]).split("\n", 1)[1])))
+    assert R.cell_texts(acc, column(table, "4bits_r4")) == ["–"]
+    rows = list(csv.DictReader(io.StringIO(R.to_csv(table, ["p"]).split("\n", 1)[1])))
     got = [r for r in rows if r["row"] == "a" and r["metric"] == "accuracy"][0]
     assert (got["scale"], got["ours"], got["published"], got["difference"], got["published_in_ci"]) == (
         "percent", "90", "85.64", "4.36", "true")  # 85.64 is inside [85, 95]
@@ -182,15 +185,15 @@ def test_accuracy_in_percent_and_difference_in_points():
 def test_missing_published_number():
     res = results_dict([base_row({"mytask": cls(0.5), "formula": cls(0.2)}),
                         adapter_row("x_fp16_r8", {"formula": cls(0.3)})])
-    table = F.build_table(res, PUBLISHED)
+    table = T.build_table(res, PUBLISHED)
     my = line(table, "mytask", "accuracy")
     assert my.published == {} and my.published_task is None
-    assert F.cell_texts(my, column(table, "base@0")) == ["50.00 [45.00, 55.00]"]
+    assert R.cell_texts(my, column(table, "base@0")) == ["50.00 [45.00, 55.00]"]
     formula = line(table, "formula", "accuracy")
-    assert F.cell_texts(formula, column(table, "fp16_r8")) == ["30.00 [25.00, 35.00]"]  # FinLoRA has no fp16_r8
+    assert R.cell_texts(formula, column(table, "fp16_r8")) == ["30.00 [25.00, 35.00]"]  # FinLoRA has no fp16_r8
     # numeric tasks have no weighted F1 of ours: no F1 line, though FinLoRA prints one
     assert [x.metric for x in table.lines if x.task == "formula"] == ["accuracy"]
-    rows = list(csv.DictReader(io.StringIO(F.to_csv(table, []))))
+    rows = list(csv.DictReader(io.StringIO(R.to_csv(table, []))))
     mine = [r for r in rows if r["task"] == "mytask"]
     assert [(r["published"], r["difference"], r["finlora_task"]) for r in mine] == [("", "", "")]
 
@@ -201,13 +204,13 @@ def test_missing_published_number():
 def test_rouge_never_beside_bertscore():
     res = results_dict([base_row({"xbrl_term": text(0.3)}),
                         adapter_row("t", {"xbrl_term": text(0.4)}, entry={"quant_bits": 8, "lora_r": 8})])
-    table = F.build_table(res, PUBLISHED)
+    table = T.build_table(res, PUBLISHED)
     assert [x.metric for x in table.lines if x.task == "xbrl_term"] == ["rougeL"]
     rouge = line(table, "xbrl_term", "rougeL")
     assert rouge.label == "ROUGE-L" and rouge.published == {}
-    assert F.cell_texts(rouge, column(table, "8bits_r8")) == ["0.400 [0.380, 0.420]"]
+    assert R.cell_texts(rouge, column(table, "8bits_r8")) == ["0.400 [0.380, 0.420]"]
     assert any("no bertscore_f1" in n and "never compared" in n for n in table.notes)
-    md = F.to_markdown(table, [])
+    md = R.to_markdown(table, [])
     assert "| xbrl_term (XBRL Term) | ROUGE-L |" in md and "0.599" not in md and "0.574" not in md
 
 
@@ -215,10 +218,10 @@ def test_bertscore_compared_when_present():
     res = results_dict([base_row({"xbrl_term": text(0.3, 0.55)}),
                         adapter_row("t", {"xbrl_term": text(0.4, 0.62)}, entry={"quant_bits": 8, "lora_r": 8})],
                        bertscore_model="/enc/finbert")
-    table = F.build_table(res, PUBLISHED)
+    table = T.build_table(res, PUBLISHED)
     assert [x.metric for x in table.lines if x.task == "xbrl_term"] == ["bertscore_f1", "rougeL"]
     bert = line(table, "xbrl_term", "bertscore_f1")
-    assert F.cell_texts(bert, column(table, "8bits_r8")) == ["0.620 [0.610, 0.630] · pub 0.599 · Δ +0.021"]
+    assert R.cell_texts(bert, column(table, "8bits_r8")) == ["0.620 [0.610, 0.630] · pub 0.599 · Δ +0.021"]
     assert line(table, "xbrl_term", "rougeL").published == {}  # ROUGE-L still has no published number
     assert any("/enc/finbert" in n and "ProsusAI/finbert" in n for n in table.notes)
 
@@ -232,17 +235,17 @@ def test_two_adapters_in_one_cell_are_both_shown():
         adapter_row("sent_a", {"fpb": cls(0.8)}, entry={"quant_bits": 8, "lora_r": 8}),
         adapter_row("sent_b_8bits_r8", {"fpb": cls(0.82)}),
     ])
-    table = F.build_table(res, PUBLISHED)
+    table = T.build_table(res, PUBLISHED)
     acc = line(table, "fpb", "accuracy")
     assert [e.row for e in acc.cells["8bits_r8"]] == ["sent_a", "sent_b_8bits_r8"]
-    texts = F.cell_texts(acc, column(table, "8bits_r8"))
+    texts = R.cell_texts(acc, column(table, "8bits_r8"))
     assert texts == ["sent_a: 80.00 [75.00, 85.00] · pub 85.64 · Δ -5.64",
                      "sent_b_8bits_r8: 82.00 [77.00, 87.00] · pub 85.64 · Δ -3.64"]
-    md = F.to_markdown(table, [])
+    md = R.to_markdown(table, [])
     assert "| ↳ |  |  |  | sent_b_8bits_r8: 82.00" in md  # the second one on an extra line
-    rows = list(csv.DictReader(io.StringIO(F.to_csv(table, []))))
+    rows = list(csv.DictReader(io.StringIO(R.to_csv(table, []))))
     assert sorted(r["row"] for r in rows if r["column"] == "8bits_r8") == ["sent_a", "sent_b_8bits_r8"]
-    panel = F.plot_panels(table)[0]
+    panel = R.plot_panels(table)[0]
     assert [p.label for p in panel.points if p.label.startswith("8bits_r8")] == ["8bits_r8\nsent_a",
                                                                                  "8bits_r8\nsent_b_8bits_r8"]
 
@@ -252,22 +255,22 @@ def test_error_cells_and_error_rows_are_reported_not_dropped():
         base_row({"fpb": {"error": "evaluation failed: boom"}}),
         {**adapter_row("late", {}), "error": "training did not finish (run.json status: running)"},
     ])
-    table = F.build_table(res, PUBLISHED)
+    table = T.build_table(res, PUBLISHED)
     acc = line(table, "fpb", "accuracy")
-    assert F.cell_texts(acc, column(table, "base@0")) == ["error · pub 68.73"]
+    assert R.cell_texts(acc, column(table, "base@0")) == ["error · pub 68.73"]
     assert any(n.startswith("Not in the table: late (adapter row): training did not finish") for n in table.notes)
-    rows = list(csv.DictReader(io.StringIO(F.to_csv(table, []))))
+    rows = list(csv.DictReader(io.StringIO(R.to_csv(table, []))))
     assert [r["error"] for r in rows if r["row"] == "base"] == ["evaluation failed: boom"]
 
 
 def test_header_says_base_model_scoring_and_limit():
     small = results_dict([base_row({"fpb": cls(0.5)}, base_model="models/base_model/smollm2-135m-instruct")],
                          limit=20)
-    header = " ".join(F.build_table(small, PUBLISHED).header)
+    header = " ".join(T.build_table(small, PUBLISHED).header)
     assert "smollm2-135m-instruct" in header and "not a like-for-like comparison" in header
     assert "**standard**" in header and "--limit 20" in header
     llama = results_dict([base_row({"fpb": cls(0.5)})], scoring="finlora")
-    header = " ".join(F.build_table(llama, PUBLISHED).header)
+    header = " ".join(T.build_table(llama, PUBLISHED).header)
     assert "not a like-for-like" not in header and "**finlora**" in header and "every row" in header
 
 
@@ -275,9 +278,9 @@ def test_header_says_base_model_scoring_and_limit():
 
 
 def test_shipped_published_csv_maps_every_task_and_method():
-    published = F.read_published()
-    assert {t for t, _ in published} == set(F.PUBLISHED_TASKS.values())
-    assert {m for _, m in published} == set(F.PUBLISHED_MODELS.values())
+    published = P.read_published()
+    assert {t for t, _ in published} == set(P.PUBLISHED_TASKS.values())
+    assert {m for _, m in published} == set(P.PUBLISHED_MODELS.values())
     assert len(published) == 19 * 5
     assert published[("fpb", "base")] == {"accuracy": 68.73, "f1_weighted": 0.677}
     assert published[("xbrl_term", "8bits_r8_rslora")] == {"bertscore_f1": 0.630}  # accuracy blank there
@@ -286,7 +289,7 @@ def test_shipped_published_csv_maps_every_task_and_method():
 
 @pytest.mark.skipif(not SHARED_CSV.is_file(), reason="shared FinLoRA data not present")
 def test_shipped_published_csv_is_the_shared_copy_unchanged():
-    assert F.PUBLISHED_CSV.read_bytes() == SHARED_CSV.read_bytes()
+    assert P.PUBLISHED_CSV.read_bytes() == SHARED_CSV.read_bytes()
 
 
 @pytest.mark.parametrize("content,needle", [
@@ -295,8 +298,8 @@ def test_shipped_published_csv_is_the_shared_copy_unchanged():
     ("task,model,accuracy_pct,f1_or_score\nFPB,llama_3_1_8b_instruct_base,1\n", ":2: expected 4 fields"),
 ])
 def test_bad_published_csv(content, needle):
-    with pytest.raises(F.UserError, match=needle):
-        F.parse_published(content, "pub.csv")
+    with pytest.raises(P.UserError, match=needle):
+        P.parse_published(content, "pub.csv")
 
 
 # ---------------------------------------------------------------- edge: files, PNG, bad input
@@ -322,7 +325,7 @@ def test_report_writes_table_csv_png(tmp_path, capsys):
     assert "80.00 [75.00, 85.00] · pub 85.64 · Δ -5.64" in md  # from the shipped published CSV
     text_csv = (out / F.TABLE_CSV).read_text().splitlines()
     assert text_csv[0].startswith("# Generated by `python -m eval report") and text_csv[1].startswith("# Published")
-    assert text_csv[2].split(",") == F.CSV_COLUMNS  # so pandas.read_csv(path, skiprows=2) reads it
+    assert text_csv[2].split(",") == R.CSV_COLUMNS  # so pandas.read_csv(path, skiprows=2) reads it
     png = (out / F.TASKS_PNG).read_bytes()
     assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 10_000
     assert b"python -m eval report" in png  # the command in the PNG's text chunk
@@ -333,9 +336,9 @@ def test_report_writes_table_csv_png(tmp_path, capsys):
 def test_png_with_many_panels_and_an_empty_one():
     from eval.plots import tasks_png
 
-    panels = [F.Panel(f"t{i}", "accuracy %", [F.Point("base (0-shot)\nrow $x", 50.0, 40.0, 60.0, 68.7, True),
-                                               F.Point("8bits_r8", None, None, None, 85.6, False)], 100.0)
-              for i in range(7)] + [F.Panel("empty", "ROUGE-L", [], 1.0)]
+    panels = [R.Panel(f"t{i}", "accuracy %", [R.Point("base (0-shot)\nrow $x", 50.0, 40.0, 60.0, 68.7, True),
+                                               R.Point("8bits_r8", None, None, None, 85.6, False)], 100.0)
+              for i in range(7)] + [R.Panel("empty", "ROUGE-L", [], 1.0)]
     png = tasks_png(panels, "title $", footer="made by `python -m eval report /tmp/$HOME_x`")  # a lone $ is text
     assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 10_000
 
@@ -387,7 +390,7 @@ def test_results_from_build_results_pass_the_check(tmp_path):
     from eval import report
     from eval.discovery import Adapter, BaseModel, Group
     from eval.fixtures import run_record
-    from eval.runner import Row, Settings
+    from eval.run_plan import Row, Settings
     from eval.tasks import load_registry, load_task_data
 
     group = Group(BaseModel("models/base_model/smollm2-135m-instruct", "/abs/base"), [])
@@ -397,8 +400,8 @@ def test_results_from_build_results_pass_the_check(tmp_path):
     rows = [Row("base", "base", group, results={"fpb": cls(0.5, 0.4)}),
             Row("sent", "adapter", group, adapter=adapter, results={"fpb": {**cls(0.8, 0.7), "base_row": "base"}})]
     res = json.loads(json.dumps(report.build_results(rows, datas, [], Settings(out=tmp_path, limit=10), {}, 1.0)))
-    assert F.results_problem(res) is None
-    table = F.build_table(res, PUBLISHED)
+    assert T.results_problem(res) is None
+    table = T.build_table(res, PUBLISHED)
     assert any(p.startswith("sent → 4bits_r4 (run.json entry") for p in table.placements)
 
 
@@ -407,8 +410,8 @@ def test_under_finlora_scoring_the_f1_beside_finloras_is_f1_finlora():
     f1_weighted beside it would compare two different rules."""
     res = cls(0.5, f1=0.40)
     res["metrics"]["f1_finlora"] = 0.62
-    standard = F.build_table(results_dict([base_row({"fpb": res})]), PUBLISHED)
-    finlora = F.build_table(results_dict([base_row({"fpb": res})], scoring="finlora"), PUBLISHED)
-    assert F.cell_texts(line(standard, "fpb", "f1_weighted"), column(standard, "base@0"))[0].startswith("0.400 ")
-    assert F.cell_texts(line(finlora, "fpb", "f1_weighted"), column(finlora, "base@0"))[0].startswith("0.620 ")
+    standard = T.build_table(results_dict([base_row({"fpb": res})]), PUBLISHED)
+    finlora = T.build_table(results_dict([base_row({"fpb": res})], scoring="finlora"), PUBLISHED)
+    assert R.cell_texts(line(standard, "fpb", "f1_weighted"), column(standard, "base@0"))[0].startswith("0.400 ")
+    assert R.cell_texts(line(finlora, "fpb", "f1_weighted"), column(finlora, "base@0"))[0].startswith("0.620 ")
     assert any("f1_finlora" in n for n in finlora.notes) and not any("f1_finlora" in n for n in standard.notes)

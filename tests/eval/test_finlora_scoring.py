@@ -13,12 +13,14 @@ import pytest
 from sklearn.metrics import precision_score
 
 import eval.engine as engine
+import eval.generation as generation
 from eval import finlora_scoring as F
 from eval import metrics as M
 from eval.fixtures import BUNDLED_REF, run_record
 from eval.fixtures import make_fake_adapter as fake_adapter
 from eval.kinds import KINDS
-from eval.runner import Settings, fingerprint, rows_and_pairs, score_outputs
+from eval.pair_eval import score_outputs
+from eval.run_plan import Settings, fingerprint, rows_and_pairs
 from eval.tasks import TaskData, for_scoring, load_registry, load_task_data
 from lora.cli.shims import eval_main as main
 from lora.core.errors import UserError
@@ -180,7 +182,7 @@ def fake_engine(monkeypatch):
     def generate(model, tokenizer, prompts, max_new_tokens, stop_at_newline, batch_size, progress=None,
                  prefix_cache=True):
         calls.append({"prompts": prompts, "max_new_tokens": max_new_tokens, "stop_at_newline": stop_at_newline})
-        return ["neutral\nAnswer: negative"] * len(prompts), engine.GenStats(0.5, len(prompts), 0)
+        return ["neutral\nAnswer: negative"] * len(prompts), generation.GenStats(0.5, len(prompts), 0)
 
     class Host:
         def __init__(self, loaded, merge="off"):
@@ -194,7 +196,7 @@ def fake_engine(monkeypatch):
     monkeypatch.setattr(engine, "load_base", lambda path, quant=None, dtype=None: SimpleNamespace(tokenizer=None, load_seconds=0.1,
                                                                                        dtype="float32"))
     monkeypatch.setattr(engine, "AdapterHost", Host)
-    monkeypatch.setattr(engine, "generate", generate)
+    monkeypatch.setattr(generation, "generate", generate)
     monkeypatch.setattr(engine, "disable_progress_bars", lambda: None)
     return calls
 

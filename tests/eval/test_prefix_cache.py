@@ -1,4 +1,4 @@
-"""eval/engine.py's shared-prefix reuse: greedy outputs are identical with and without it, on FPB and NER
+"""eval/generation.py's shared-prefix reuse: greedy outputs are identical with and without it, on FPB and NER
 prompts, batch sizes 1 and 8, the base and the base with an adapter attached.
 
     .venv/bin/python -m pytest tests/eval/test_prefix_cache.py -q              # a tiny random Llama, seconds
@@ -15,7 +15,8 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from eval.engine import AdapterHost, Loaded, generate, load_base, shared_prefix_length  # noqa: E402
+from eval.engine import AdapterHost, Loaded, load_base  # noqa: E402
+from eval.generation import generate, shared_prefix_length  # noqa: E402
 from lora.core.prompts import PROMPT_FORMATS, apply  # noqa: E402
 from tests.conftest import REPO  # noqa: E402
 

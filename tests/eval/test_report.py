@@ -12,7 +12,7 @@ import pytest
 
 from eval import report
 from eval.discovery import BaseModel, Group
-from eval.runner import Row, Settings
+from eval.run_plan import Row, Settings
 from eval.tasks import load_registry, load_task_data
 
 

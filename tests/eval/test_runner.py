@@ -17,10 +17,12 @@ from types import SimpleNamespace
 import pytest
 
 import eval.engine as engine
+import eval.generation as generation
+import eval.merged_lora as merged_lora
 from eval.discovery import discover, group_by_base
 from eval.fixtures import BUNDLED_REF, run_record, six_task_registry
 from eval.fixtures import make_fake_adapter as fake_adapter
-from eval.runner import Settings, rows_and_pairs
+from eval.run_plan import Settings, rows_and_pairs
 from eval.tasks import load_registry, load_task_data
 from lora.cli.shims import eval_main as main
 from lora.core.run_record import RunRecord
@@ -102,7 +104,7 @@ class FakeHost:
         if Path(path).name.startswith("broken"):
             raise RuntimeError("size mismatch for lora_A\n  copying a param with shape [4, 576]")
         self.attached.append(name)
-        self.merge_choices[name] = engine.MergeChoice(self.merge == "on", f"faked --merge-lora {self.merge}")
+        self.merge_choices[name] = merged_lora.MergeChoice(self.merge == "on", f"faked --merge-lora {self.merge}")
 
     def detach(self, name):
         self.attached.remove(name)
@@ -120,12 +122,12 @@ def fake_engine(monkeypatch):
     def generate(model, tokenizer, prompts, max_new_tokens, stop_at_newline, batch_size, progress=None,
                  prefix_cache=True):
         calls.append((model, len(prompts)))
-        return ["negative\n3"] * len(prompts), engine.GenStats(0.5, len(prompts), 0)
+        return ["negative\n3"] * len(prompts), generation.GenStats(0.5, len(prompts), 0)
 
     loaded = SimpleNamespace(tokenizer=None, load_seconds=0.1, dtype="float32")
     monkeypatch.setattr(engine, "load_base", lambda path, quant=None, dtype=None: loaded)
     monkeypatch.setattr(engine, "AdapterHost", FakeHost)
-    monkeypatch.setattr(engine, "generate", generate)
+    monkeypatch.setattr(generation, "generate", generate)
     monkeypatch.setattr(engine, "disable_progress_bars", lambda: None)
     return calls
 
@@ -184,14 +186,14 @@ def test_broken_adapter_is_one_error_row_with_a_one_line_message(tmp_path, fake_
 
 def test_failed_pair_is_one_error_cell(tmp_path, fake_engine, monkeypatch):
     fake_adapter(tmp_path / "ad" / "a", run=run_record("a"))
-    real = engine.generate
+    real = generation.generate
 
     def flaky(model, tokenizer, prompts, max_new_tokens, *args, **kwargs):
         if model == "a" and max_new_tokens == 50:  # formula (FinLoRA budget)
             raise ValueError("out of memory\nsecond line")
         return real(model, tokenizer, prompts, max_new_tokens, *args, **kwargs)
 
-    monkeypatch.setattr(engine, "generate", flaky)
+    monkeypatch.setattr(generation, "generate", flaky)
     out = tmp_path / "out"
     assert main(_argv(tmp_path / "ad", out)) == 1
     rows = {r["name"]: r for r in json.loads((out / "results.json").read_text())["rows"]}
@@ -218,13 +220,13 @@ def test_damaged_pair_file_is_redone(tmp_path, fake_engine):
 def prompts_seen(fake_engine, monkeypatch):
     """fake_engine, plus every prompt generate() got, per (model, max_new_tokens)."""
     seen: dict[tuple, list[str]] = {}
-    inner = engine.generate
+    inner = generation.generate
 
     def generate(model, tokenizer, prompts, max_new_tokens, *args, **kwargs):
         seen.setdefault((model, max_new_tokens), []).extend(prompts)
         return inner(model, tokenizer, prompts, max_new_tokens, *args, **kwargs)
 
-    monkeypatch.setattr(engine, "generate", generate)
+    monkeypatch.setattr(generation, "generate", generate)
     return seen
 
 

@@ -18,6 +18,7 @@ from lora.cli.shims import finetune_main
 from lora.core.process import ChildResult
 from lora.estimate import tokens as plan_tokens
 from lora.pod import queue as queue_mod
+from lora.pod import queue_plan
 from lora.pod.queue_state import read_state
 from lora.train import launch as launch_plan
 from lora.train.lock import RunLock
@@ -283,7 +284,7 @@ def _complete_record(name):
 
 
 def test_a_second_queue_of_the_same_command_is_refused_while_the_first_runs(registry, children, capsys):
-    name = queue_mod.derive_queue_name(queue_mod.QueueOptions(names=("a",)), registry.registry)
+    name = queue_plan.derive_queue_name(queue_plan.QueueOptions(names=("a",)), registry.registry)
     with RunLock(registry.adapters / "queues", name):
         assert run(registry, "--queue", "a") == 2
     assert "already training" in capsys.readouterr().err and children.trained == []
@@ -312,7 +313,7 @@ def test_sweep_dry_run_prints_each_plan_and_the_total_and_launches_nothing(regis
 
 
 def test_sweep_over_64_runs_needs_yes(registry, children, capsys, monkeypatch):
-    monkeypatch.setattr(queue_mod, "plan_rows", lambda plan, options: [
+    monkeypatch.setattr(queue_plan, "plan_rows", lambda plan, options: [
         {"cost_usd": 0.5} for _ in plan.runs])
     assert run(registry, "a", "--sweep", "lora_r=1,2,3,4,5,6,7,8,9", "seed=1,2,3,4,5,6,7,8") == 2
     err = capsys.readouterr().err
@@ -348,7 +349,7 @@ def test_on_finish_without_a_command_is_bad_input(registry, children, capsys):
 
 def test_queue_name_is_deterministic_and_differs_by_command(tmp_path):
     reg = tmp_path / "r.json"
-    one = queue_mod.derive_queue_name(queue_mod.QueueOptions(names=("a", "b")), reg)
-    assert one == queue_mod.derive_queue_name(queue_mod.QueueOptions(names=("a", "b")), reg)
-    assert one != queue_mod.derive_queue_name(queue_mod.QueueOptions(names=("b", "a")), reg)
-    assert queue_mod.derive_queue_name(queue_mod.QueueOptions(match="sent*"), reg).startswith("match-sent_-")
+    one = queue_plan.derive_queue_name(queue_plan.QueueOptions(names=("a", "b")), reg)
+    assert one == queue_plan.derive_queue_name(queue_plan.QueueOptions(names=("a", "b")), reg)
+    assert one != queue_plan.derive_queue_name(queue_plan.QueueOptions(names=("b", "a")), reg)
+    assert queue_plan.derive_queue_name(queue_plan.QueueOptions(match="sent*"), reg).startswith("match-sent_-")

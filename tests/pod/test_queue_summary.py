@@ -8,7 +8,7 @@ import csv
 import io
 import json
 
-from lora.pod.queue import eval_state, metrics_by_run
+from lora.pod.queue_eval import eval_state, metrics_by_run
 from lora.pod.queue_state import EvalState, Metric, OnFinish, QueueState, RunState
 from lora.pod.queue_summary import build_summary, cost_usd, gpu_hours, sweep_png, to_csv, to_markdown, write_summary
 

@@ -34,7 +34,7 @@ TOLERANCE = 1e-5
 def tiny():
     from transformers import AutoTokenizer
 
-    from benchmarks.gpu_pod_check import tiny_llama
+    from benchmarks.gpu_pod_model import tiny_llama
 
     if not (BUNDLED / "tokenizer.json").is_file():
         pytest.skip("the bundled model is not converted yet (make setup)")

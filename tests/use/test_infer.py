@@ -81,7 +81,8 @@ def adapter(tmp_path_factory):
 @pytest.fixture(scope="module")
 def expected(adapter):
     """What eval's engine answers for the training prompt, adapter on and off."""
-    from eval.engine import AdapterHost, generate, load_base
+    from eval.engine import AdapterHost, load_base
+    from eval.generation import generate
 
     host = AdapterHost(load_base(BUNDLED))
     host.attach("a", str(adapter))

@@ -30,7 +30,7 @@ from eval.request import (
     scored_tasks,
     select_default_tasks,
 )
-from eval.runner import QUANT_CHOICES, Settings
+from eval.run_plan import QUANT_CHOICES, Settings
 from eval.runner import run as run_pairs
 from eval.tasks import has_data, load_registry, load_task_data, parse_task_names, runnable_tasks
 from lora.core.errors import UserError

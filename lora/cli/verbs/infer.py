@@ -13,8 +13,8 @@ from __future__ import annotations
 from argparse import BooleanOptionalAction, Namespace
 
 from lora.use import infer
-from lora.use.merge import quiet
 from lora.use.infer import DEFAULT_MAX_NEW_TOKENS
+from lora.use.merge import quiet
 
 INTERMIXED = True  # a flag between NAME and the text
 

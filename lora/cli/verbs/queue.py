@@ -13,7 +13,7 @@ from argparse import Namespace
 from lora.cli.options import add_machine, add_price, add_queue, add_registry
 from lora.core.errors import UserError
 from lora.pod import queue
-from lora.pod.queue import QueueOptions
+from lora.pod.queue_plan import QueueOptions
 from lora.recipe.registry import load_registry
 
 

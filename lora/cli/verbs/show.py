@@ -10,8 +10,8 @@ import dataclasses
 import json
 from argparse import Namespace
 
-from lora.cli.verbs.list import last_run
 from lora.cli.options import add_name, add_registry, run_name
+from lora.cli.verbs.list import last_run
 from lora.core.files import repo_relative
 from lora.recipe.profiles import PROFILES
 from lora.recipe.registry import load_registry
