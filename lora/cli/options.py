@@ -16,9 +16,12 @@ from pathlib import Path
 from lora.core.errors import UserError
 from lora.core.precision import REQUESTS
 from lora.pod.sky import STORES
+from lora.recipe.profiles import AUTO, profile_from_gpus, profile_named, use_detected
+from lora.recipe.registry import Entry, Registry, load_registry
 from lora.recipe.render import DEFAULT_ADAPTERS_DIR, DEFAULT_RECIPES_DIR, DEFAULT_REGISTRY
 from lora.recipe.sweep import MAX_RUNS_WITHOUT_YES
-from lora.train.launch import LaunchRequest
+from lora.train.launch import LaunchRequest, check_request, entry_for
+from lora.train.preflight import gather_gpus
 
 FLAG_RANGES = {  # flag: (attribute, lowest, highest); checked after parsing, for the verbs that take the flag
     "--gpus": ("gpus", 1, 1024),
@@ -70,27 +73,25 @@ def run_name(args: Namespace) -> str:
     return name
 
 
-def add_machine(p: argparse.ArgumentParser, *, multi_node: bool = True, precision: bool = True,
-                profile: bool = True) -> None:
-    g = p.add_argument_group("this machine")
+def add_machine(p: argparse.ArgumentParser, *, title: str = "this machine", profile: bool = True,
+                cpu: bool = True, precision: bool = True, nodes: str | None = "all") -> None:
+    """The machine options a verb takes; nodes: "all" (multi-node launch), "count" (--num-machines only), None."""
+    g = p.add_argument_group(title)
     if profile:
         g.add_argument("--profile", help="hardware profile for this launch instead of the entry's (docs/pods.md); "
                                          "`auto`: this machine's GPUs")
     g.add_argument("--zero", type=int, choices=(1, 2, 3), help="DeepSpeed ZeRO stage (overrides the entry)")
-    g.add_argument("--gpus", type=int, help="GPUs to use on this machine (default: all visible)")
-    g.add_argument("--cpu-processes", type=int, default=1,
-                   help="cpu entries: training processes on this machine (torchrun, gloo; default 1)")
+    g.add_argument("--gpus", type=int, help="GPUs per machine (default: all visible; planned: the profile's)")
+    if cpu:
+        g.add_argument("--cpu-processes", type=int, default=1,
+                       help="cpu entries: training processes on this machine (torchrun, gloo; default 1)")
     if precision:
         g.add_argument("--precision", choices=REQUESTS, default="auto",
                        help="cpu entries: bf16 where the CPU has bf16 matmuls (AMX/AVX512-BF16), else fp32 "
                             "(default auto; lora/core/precision.py)")
-    if multi_node:
-        add_nodes(g, rank=True)
-
-
-def add_nodes(g, *, rank: bool) -> None:
-    g.add_argument("--num-machines", type=int, default=1, help="machines in a multi-node run")
-    if rank:
+    if nodes:
+        g.add_argument("--num-machines", type=int, default=1, help="machines in a multi-node run")
+    if nodes == "all":
         g.add_argument("--machine-rank", type=int, help="this machine's rank (0 = main) in a multi-node run")
         g.add_argument("--main-process-ip", help="IP of the rank-0 machine in a multi-node run")
         g.add_argument("--main-process-port", type=int, help="port on the rank-0 machine (default 29500)")
@@ -129,6 +130,24 @@ def add_queue(p: argparse.ArgumentParser) -> None:
     q.add_argument("--dry-run", action="store_true", help="print every run's plan; train nothing")
     q.add_argument("--on-finish", nargs=argparse.REMAINDER, metavar="CMD",
                    help="last flag: run CMD (an argv, no shell) when the queue ends, whatever its outcome")
+
+
+def resolve_profile_flag(name: str | None) -> None:
+    """--profile NAME must name a profile; --profile auto builds one from this machine's GPUs."""
+    if name == AUTO:
+        use_detected(profile_from_gpus(gather_gpus()))
+    elif name is not None:
+        profile_named(name)
+
+
+def launch_inputs(args: Namespace) -> tuple[Registry, LaunchRequest, Entry]:
+    """The registry, the typed request and the entry with the request's overrides, all checked (plan, check, train)."""
+    registry = load_registry(args.config_json)
+    request = launch_request(args, run_name(args))
+    resolve_profile_flag(request.profile)
+    entry = entry_for(registry, request)
+    check_request(request, entry)
+    return registry, request, entry
 
 
 def launch_request(args: Namespace, name: str) -> LaunchRequest:

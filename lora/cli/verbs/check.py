@@ -7,11 +7,9 @@ from __future__ import annotations
 
 from argparse import Namespace
 
-from lora.cli.options import add_machine, add_name, add_registry, launch_request, run_name
-from lora.cli.verbs.train import resolve_profile_flag
+from lora.cli.options import add_machine, add_name, add_registry, launch_inputs
 from lora.recipe.profiles import PROFILES
-from lora.recipe.registry import load_registry
-from lora.train.launch import check_request, entry_for, preflight
+from lora.train.launch import preflight
 from lora.train.preflight import require
 
 
@@ -22,11 +20,7 @@ def register(p) -> None:
 
 
 def run(args: Namespace) -> int:
-    registry = load_registry(args.config_json)
-    request = launch_request(args, run_name(args))
-    resolve_profile_flag(request.profile)
-    entry = entry_for(registry, request)
-    check_request(request, entry)
+    registry, request, entry = launch_inputs(args)
     findings, _, _ = preflight(registry, request, entry)
     print(f"pre-flight of {request.name} on profile {entry.profile} ({PROFILES[entry.profile].description}):")
     for finding in findings:

@@ -11,13 +11,10 @@ from __future__ import annotations
 import json
 from argparse import Namespace
 
-from lora.cli.options import add_name, add_nodes, add_price, add_registry, launch_request, run_name
-from lora.cli.verbs.train import resolve_profile_flag
+from lora.cli.options import add_machine, add_name, add_price, add_registry, launch_inputs
 from lora.core.errors import UserError
 from lora.estimate import MissingFacts, format_plan, plan_for_entry, plan_to_json
 from lora.recipe.profiles import PROFILES
-from lora.recipe.registry import load_registry
-from lora.train.launch import check_request, entry_for
 
 
 def register(p) -> None:
@@ -25,21 +22,11 @@ def register(p) -> None:
     add_registry(p)
     p.add_argument("--json", action="store_true", help="one JSON object")
     add_price(p)
-    g = p.add_argument_group("the machine planned for")
-    g.add_argument("--profile", help="plan for this hardware profile instead of the entry's (docs/pods.md); "
-                                     "`auto`: this machine's GPUs")
-    g.add_argument("--zero", type=int, choices=(1, 2, 3), help="DeepSpeed ZeRO stage (overrides the entry)")
-    g.add_argument("--gpus", type=int, help="GPUs per machine (default: the profile's)")
-    g.add_argument("--cpu-processes", type=int, default=1, help="cpu entries: training processes")
-    add_nodes(g, rank=False)
+    add_machine(p, title="the machine planned for", precision=False, nodes="count")
 
 
 def run(args: Namespace) -> int:
-    registry = load_registry(args.config_json)
-    request = launch_request(args, run_name(args))
-    resolve_profile_flag(request.profile)
-    entry = entry_for(registry, request)
-    check_request(request, entry)
+    registry, request, entry = launch_inputs(args)
     profile = PROFILES[entry.profile]
     workers = request.cpu_processes if profile.accelerator == "cpu" else request.gpus or max(1, profile.num_gpus)
     try:

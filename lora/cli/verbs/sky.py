@@ -12,7 +12,7 @@ from __future__ import annotations
 import os
 from argparse import Namespace
 
-from lora.cli.options import add_name, add_nodes, add_registry, add_sky, run_name
+from lora.cli.options import add_machine, add_name, add_registry, add_sky, run_name
 from lora.pod import sky
 from lora.recipe.registry import load_registry
 from lora.train.launch import LaunchRequest, entry_for
@@ -23,10 +23,7 @@ def register(p) -> None:
     add_registry(p)
     p.add_argument("--dry-run", action="store_true", help="write the SkyPilot task, launch nothing")
     add_sky(p)
-    g = p.add_argument_group("the rented machines")
-    g.add_argument("--zero", type=int, choices=(1, 2, 3), help="DeepSpeed ZeRO stage (overrides the entry)")
-    g.add_argument("--gpus", type=int, help="GPUs per machine (default: the profile's)")
-    add_nodes(g, rank=False)
+    add_machine(p, title="the rented machines", profile=False, cpu=False, precision=False, nodes="count")
 
 
 def run(args: Namespace) -> int:

@@ -22,7 +22,7 @@ def register(p) -> None:
     add_registry(p)
     add_queue(p)
     add_price(p)
-    add_machine(p, multi_node=False, precision=False, profile=False)
+    add_machine(p, profile=False, precision=False, nodes=None)
 
 
 def run(args: Namespace) -> int:

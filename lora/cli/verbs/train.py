@@ -13,13 +13,10 @@ from __future__ import annotations
 import shlex
 from argparse import Namespace
 
-from lora.cli.options import add_machine, add_name, add_registry, launch_request, run_name
-from lora.recipe.profiles import AUTO, profile_from_gpus, profile_named, use_detected
-from lora.recipe.registry import load_registry
+from lora.cli.options import add_machine, add_name, add_registry, launch_inputs
 from lora.recipe.render import validate_with_axolotl
-from lora.train.launch import check_request, decide, entry_for, execute, gather_facts, write_recipe
+from lora.train.launch import decide, execute, gather_facts, write_recipe
 from lora.train.lock import RunLock
-from lora.train.preflight import gather_gpus
 
 
 def register(p) -> None:
@@ -30,20 +27,8 @@ def register(p) -> None:
     add_machine(p)
 
 
-def resolve_profile_flag(name: str | None) -> None:
-    """--profile NAME must name a profile; --profile auto builds one from this machine's GPUs."""
-    if name == AUTO:
-        use_detected(profile_from_gpus(gather_gpus()))
-    elif name is not None:
-        profile_named(name)
-
-
 def run(args: Namespace) -> int:
-    registry = load_registry(args.config_json)
-    request = launch_request(args, run_name(args))
-    resolve_profile_flag(request.profile)
-    entry = entry_for(registry, request)
-    check_request(request, entry)
+    registry, request, entry = launch_inputs(args)
     if request.dry_run:
         plan = decide(request, registry, entry, gather_facts(registry, request, entry))
         validate_with_axolotl(plan.recipe_text, entry)
