@@ -180,7 +180,7 @@ def server(tiny_adapters):
     port = _free_port()
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}  # the browser check's selenium stays out
     env.update(HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="1", GRADIO_ANALYTICS_ENABLED="False")
-    proc = subprocess.Popen([sys.executable, "-m", "lora.use.demo", "--adapters", str(root), "--port", str(port)],
+    proc = subprocess.Popen([sys.executable, "-m", "lora", "demo", "--adapters", str(root), "--port", str(port)],
                             cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     url = f"http://127.0.0.1:{port}/"
     deadline = time.monotonic() + 300
