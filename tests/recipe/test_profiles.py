@@ -131,7 +131,7 @@ def test_unknown_profile_flag_is_one_line_exit_2(workspace, capsys):
 
 
 def test_profile_auto_without_gpus_exits_2_and_suggests_a_cpu_entry(workspace, capsys, monkeypatch, no_auto):
-    monkeypatch.setattr("lora.cli.verbs.train.gather_gpus", lambda: ())
+    monkeypatch.setattr("lora.cli.options.gather_gpus", lambda: ())
     workspace.write({"pod": cpu_entry()})
     assert finetune_main(workspace.argv("pod", "--plan", "--profile", "auto")) == 2
     err = capsys.readouterr().err.strip()
@@ -139,7 +139,7 @@ def test_profile_auto_without_gpus_exits_2_and_suggests_a_cpu_entry(workspace, c
 
 
 def test_profile_auto_plans_on_this_machines_gpus(workspace, capsys, monkeypatch, no_auto):
-    monkeypatch.setattr("lora.cli.verbs.train.gather_gpus", lambda: (GpuInfo(name="NVIDIA GeForce RTX 4090", total_gib=23.6),) * 2)
+    monkeypatch.setattr("lora.cli.options.gather_gpus", lambda: (GpuInfo(name="NVIDIA GeForce RTX 4090", total_gib=23.6),) * 2)
     workspace.write({"pod": cpu_entry(base_model="meta-llama/Llama-3.1-8B-Instruct", dataset_path=FORMULA,
                                       profile="a5000x4", quant_bits=4)})
     assert finetune_main(workspace.argv("pod", "--plan", "--json", "--profile", "auto")) == 0
