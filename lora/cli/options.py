@@ -4,7 +4,8 @@ queues. A verb adds the groups it takes; a flag a verb does not take is simply u
     finlora train sentiment_smollm2_cpu --cpu-processes 2 --precision fp32
     finlora plan formula_llama_3_1_8b_8bits_r8 --profile h100x1 --usd-per-gpu-hour 2.5
 
-Numbers are checked where they are parsed (a port of 70000, --gpus 0, a price of nan): one line, exit 2.
+Numbers argparse accepts but that mean nothing (a port of 70000, --gpus 0, a price of nan) are refused by
+`check_numbers`, which lora/cli runs after every verb's parse: one line, exit 2.
 """
 from __future__ import annotations
 
